@@ -1,0 +1,1 @@
+//! The file store (to be written): see the crate docs.

@@ -1,0 +1,265 @@
+//! wharf's store: where accepted messages live so that a crash cannot lose them.
+//!
+//! The store knows nothing about messages, queues' semantics or protocols. It keeps, per queue,
+//! an append-only log of opaque records (each framed with length + CRC) and remembers which
+//! records have been settled. The engine above it (`wharf-core`) encodes messages into records.
+//!
+//! Two implementations sit behind the [`Store`] trait:
+//! - [`file::FileStore`]: segment files + ack files per queue, one group-commit sync thread.
+//! - [`memory::MemoryStore`]: `--in-memory` mode and tests; nothing touches the disk.
+//!
+//! Durability is reported through [`Durable`]: a write returns at once with a `Durable` that
+//! resolves when the write has reached the disk under the configured [`FsyncMode`]. Every write
+//! gets a number from one store-wide sequence (the LSN) and one sync watermark covers all
+//! queues, so waiting for several writes is waiting for the largest of their LSNs.
+
+pub mod file;
+pub mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The engine's stable number for a queue; the store names the queue's directory after it.
+pub type QueueId = u64;
+
+/// Where a record lives in its queue's log. Stable until the record is settled.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordId {
+    pub segment: u32,
+    pub offset: u32,
+}
+
+/// When appended records are forced to disk.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// A write is durable only after `fdatasync`; concurrent writes share one sync (group commit).
+    Always,
+    /// Writes are durable once handed to the kernel (they survive `kill -9`); the disk is synced
+    /// every interval, so a power cut can lose up to one interval.
+    Interval(Duration),
+    /// Writes are handed to the kernel and never explicitly synced.
+    Never,
+}
+
+impl fmt::Display for FsyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncMode::Always => write!(f, "always (fdatasync before every confirm, group commit)"),
+            FsyncMode::Interval(d) => write!(f, "interval (fdatasync every {} ms)", d.as_millis()),
+            FsyncMode::Never => write!(f, "never (the OS decides when data reaches the disk)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is locked by another wharf process")]
+    Locked(String),
+    #[error("record {0:?} does not exist or was settled")]
+    NoSuchRecord(RecordId),
+    #[error("record of {size} bytes exceeds the store's limit of {limit} bytes")]
+    RecordTooLarge { size: usize, limit: usize },
+    #[error("queue log {0} is damaged: {1}")]
+    Damaged(QueueId, String),
+    /// An fsync failed. The kernel may have dropped the dirty pages, so nothing written since
+    /// the last good sync can be promised durable; the store refuses further writes.
+    #[error("the store failed to sync to disk and stopped accepting writes: {0}")]
+    SyncFailed(String),
+}
+
+impl StoreError {
+    pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+        StoreError::Io { path: path.to_string(), source }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The sync watermark published by a store's sync task.
+#[derive(Clone, Debug, Default)]
+pub struct SyncWatermark {
+    /// Every write with an LSN at or below this is durable.
+    pub synced: u64,
+    /// Set once a sync failed; no further write will become durable.
+    pub failed: Option<Arc<str>>,
+}
+
+/// A promise that a write will be durable. Cheap to clone and to combine.
+#[derive(Clone, Debug)]
+pub struct Durable {
+    lsn: u64,
+    watermark: Option<watch::Receiver<SyncWatermark>>,
+}
+
+impl Durable {
+    /// Already durable (memory store, or nothing was written).
+    pub fn done() -> Self {
+        Durable { lsn: 0, watermark: None }
+    }
+
+    /// Durable once `watermark.synced >= lsn`.
+    pub fn pending(lsn: u64, watermark: watch::Receiver<SyncWatermark>) -> Self {
+        Durable { lsn, watermark: Some(watermark) }
+    }
+
+    /// The promise that covers both writes: LSNs share one watermark, so it is the larger one.
+    pub fn join(self, other: Durable) -> Durable {
+        if other.lsn > self.lsn {
+            other
+        } else {
+            self
+        }
+    }
+
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// True if the write is already durable (no waiting needed).
+    pub fn is_done(&self) -> bool {
+        match &self.watermark {
+            None => true,
+            Some(rx) => rx.borrow().synced >= self.lsn,
+        }
+    }
+
+    /// Wait until the write is durable.
+    pub fn wait(self) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let Some(mut rx) = self.watermark else {
+                return Ok(());
+            };
+            let lsn = self.lsn;
+            let state = rx
+                .wait_for(|w| w.synced >= lsn || w.failed.is_some())
+                .await
+                .map_err(|_| StoreError::SyncFailed("store closed".into()))?;
+            match &state.failed {
+                Some(reason) if state.synced < lsn => Err(StoreError::SyncFailed(reason.to_string())),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// Blocking form of [`Durable::wait`], for threads outside the async runtime.
+    pub fn wait_blocking(self) -> Result<()> {
+        let Some(mut rx) = self.watermark else {
+            return Ok(());
+        };
+        loop {
+            {
+                let state = rx.borrow_and_update();
+                if state.synced >= self.lsn {
+                    return Ok(());
+                }
+                if let Some(reason) = &state.failed {
+                    return Err(StoreError::SyncFailed(reason.to_string()));
+                }
+            }
+            // A current-thread runtime per wait would be heavy; a tiny poll loop on `has_changed`
+            // is enough for the blocking callers (tests, benchmarks, recovery).
+            match rx.has_changed() {
+                Ok(true) => continue,
+                Ok(false) => std::thread::sleep(Duration::from_micros(50)),
+                Err(_) => return Err(StoreError::SyncFailed("store closed".into())),
+            }
+        }
+    }
+}
+
+/// What recovery found in one queue's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Live records handed to the visitor.
+    pub live_records: u64,
+    /// Bytes cut from the end of the newest segment (a write torn by a crash; normal).
+    pub truncated_bytes: u64,
+    /// Set when the log is damaged somewhere other than a torn tail (bad CRC or length in the
+    /// middle of the log). Records before the damage were still visited; the engine opens the
+    /// queue closed and reports it, and leaves the files untouched for inspection.
+    pub damage: Option<String>,
+}
+
+/// Counters of one queue's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueLogStats {
+    pub live_records: u64,
+    pub segments: u64,
+    pub bytes_on_disk: u64,
+}
+
+/// Counters of the whole store, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStats {
+    pub bytes_on_disk: u64,
+    pub fsyncs: u64,
+    /// Sum of fsync durations, for the average latency.
+    pub fsync_seconds_total: f64,
+    /// Longest single fsync so far.
+    pub fsync_seconds_max: f64,
+    pub records_appended: u64,
+    pub records_settled: u64,
+    pub segments_deleted: u64,
+}
+
+/// The store: a set of queue logs plus one small definitions document.
+pub trait Store: Send + Sync + 'static {
+    /// Open (creating if needed) the log of `queue`. Call [`QueueLog::recover`] once before use.
+    fn open_queue(&self, queue: QueueId) -> Result<Arc<dyn QueueLog>>;
+
+    /// Delete a queue's log and its files. Its records are gone for good.
+    fn remove_queue(&self, queue: QueueId) -> Result<()>;
+
+    /// Queues that have a log in the store (to find logs whose definition was lost).
+    fn queue_ids(&self) -> Result<Vec<QueueId>>;
+
+    /// Replace the definitions document atomically and durably (returns after it is on disk).
+    fn save_definitions(&self, bytes: &[u8]) -> Result<()>;
+
+    /// The last saved definitions document, if any.
+    fn load_definitions(&self) -> Result<Option<Vec<u8>>>;
+
+    /// Force everything written so far to disk, whatever the fsync mode (used at shutdown).
+    fn flush(&self) -> Result<()>;
+
+    fn stats(&self) -> StoreStats;
+
+    /// False for the memory store: nothing survives a restart.
+    fn is_persistent(&self) -> bool;
+
+    fn fsync_mode(&self) -> FsyncMode;
+}
+
+/// One queue's append-only log of records.
+pub trait QueueLog: Send + Sync {
+    /// Append one record. Returns where it lives and a promise of its durability. The record is
+    /// in the kernel's hands (it survives the process dying) when this returns.
+    fn append(&self, record: &[u8]) -> Result<(RecordId, Durable)>;
+
+    /// Read a live record back.
+    fn read(&self, id: RecordId) -> Result<Vec<u8>>;
+
+    /// Mark a record settled (acked, expired, moved): it never comes back after a restart once
+    /// the returned promise resolves. Settling an unknown or settled record is an error.
+    fn settle(&self, id: RecordId) -> Result<Durable>;
+
+    /// Visit every live record in log order. Called once, right after opening.
+    fn recover(&self, visit: &mut dyn FnMut(RecordId, &[u8])) -> Result<RecoveryReport>;
+
+    /// Live records in old, mostly settled segments. The owner re-appends each (as a new
+    /// record) and settles the old one so the segment can be deleted; one old message must not
+    /// pin a whole segment on disk.
+    fn stragglers(&self) -> Vec<RecordId>;
+
+    fn stats(&self) -> QueueLogStats;
+}
