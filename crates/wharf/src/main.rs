@@ -1,1 +1,58 @@
-fn main() {}
+//! The `wharf` command: `wharf serve` runs the server; `wharf bench …` measures it.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wharf::{bench, config, serve};
+
+#[derive(Parser, Debug)]
+#[command(name = "wharf", version, about = "One small, fast, durable message server.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(config::ServeArgs),
+    /// Benchmark programs (load over real sockets or through the engine; see docs/BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || matches!(err.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
+            {
+                let _ = err.print();
+                return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // clap's rendering spans several lines (tips, usage); a bad flag deserves one.
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("wharf: {} (see 'wharf --help')", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Bench(command) => bench::run(command),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` joins the context chain into one line: "cannot listen on …: Address in use".
+            eprintln!("wharf: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

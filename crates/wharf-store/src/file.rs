@@ -1,1 +1,0 @@
-//! The file store (to be written): see the crate docs.

@@ -1,0 +1,290 @@
+//! Server settings: command-line flags, `WHARF_*` environment variables and the TOML file given
+//! by `--config`, merged in that order of precedence (flag > environment > file > default).
+//!
+//! clap reads a flag and its environment variable as one value, so every setting is an
+//! `Option` there; the file fills what is still unset, then the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use wharf_store::FsyncMode;
+
+pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:15672";
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncArg {
+    /// fdatasync before every confirm (group commit): nothing accepted is lost, even on power cut.
+    Always,
+    /// Confirm once written to the OS; fdatasync every `fsync_interval_ms`.
+    Interval,
+    /// Confirm once written to the OS; never fdatasync.
+    Never,
+}
+
+/// `wharf serve` flags. Front ends that are not built yet have no flag here on purpose.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with settings and the queues and exchanges to declare at start.
+    #[arg(long, env = "WHARF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where messages and definitions are stored [default: ./wharf-data].
+    #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep everything in memory: nothing touches the disk, nothing survives a restart.
+    #[arg(long, env = "WHARF_IN_MEMORY", num_args = 0..=1, default_missing_value = "true")]
+    pub in_memory: Option<bool>,
+    /// When accepted messages are forced to disk [default: always].
+    #[arg(long, env = "WHARF_FSYNC", value_enum)]
+    pub fsync: Option<FsyncArg>,
+    /// Sync period for `--fsync interval`, in milliseconds [default: 100].
+    #[arg(long, env = "WHARF_FSYNC_INTERVAL_MS", value_name = "MS")]
+    pub fsync_interval_ms: Option<u64>,
+    /// Admin listener: /health and /metrics [default: 127.0.0.1:15672].
+    #[arg(long, env = "WHARF_ADMIN", value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+}
+
+/// The config file. Unknown keys are errors: a typo must not be silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub in_memory: Option<bool>,
+    pub fsync: Option<FsyncArg>,
+    pub fsync_interval_ms: Option<u64>,
+    pub admin: Option<SocketAddr>,
+    #[serde(default, rename = "queue")]
+    pub queues: Vec<QueueDecl>,
+    #[serde(default, rename = "exchange")]
+    pub exchanges: Vec<ExchangeDecl>,
+    #[serde(default, rename = "binding")]
+    pub bindings: Vec<BindingDecl>,
+}
+
+/// `[[queue]]`: a queue that exists from start. Durations are in seconds unless the name says
+/// otherwise, as in SQS; omitted settings take the engine's defaults.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDecl {
+    pub name: String,
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// "standard" (default) or "fifo".
+    #[serde(default)]
+    pub kind: QueueKindDecl,
+    #[serde(default = "yes")]
+    pub durable: bool,
+    pub visibility_timeout: Option<u64>,
+    pub delay: Option<u64>,
+    pub retention: Option<u64>,
+    pub max_message_size: Option<usize>,
+    pub receive_wait: Option<u64>,
+    pub content_based_deduplication: Option<bool>,
+    /// Name of the dead-letter queue (same vhost) and the receive count that sends a message there.
+    pub dead_letter_queue: Option<String>,
+    pub max_receive_count: Option<u32>,
+    pub message_ttl_ms: Option<u64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    /// "drop-head" (default), "reject-publish" or "reject-publish-dlx".
+    pub overflow: Option<String>,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    pub max_priority: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKindDecl {
+    #[default]
+    Standard,
+    Fifo,
+}
+
+/// `[[exchange]]`: an exchange (an SNS topic is one) that exists from start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeDecl {
+    pub name: String,
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// direct, fanout, topic, headers or x-consistent-hash.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default = "yes")]
+    pub durable: bool,
+}
+
+/// `[[binding]]`: routes messages from an exchange to a queue.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingDecl {
+    pub exchange: String,
+    pub queue: String,
+    #[serde(default)]
+    pub routing_key: String,
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+}
+
+fn default_vhost() -> String {
+    "/".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Storage as resolved from every source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    Memory,
+    Disk { dir: PathBuf, fsync: FsyncMode },
+}
+
+/// The fully resolved settings `serve` runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub storage: Storage,
+    pub admin: SocketAddr,
+    pub queues: Vec<QueueDecl>,
+    pub exchanges: Vec<ExchangeDecl>,
+    pub bindings: Vec<BindingDecl>,
+}
+
+impl Settings {
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => ConfigFile::default(),
+        };
+        let in_memory = args.in_memory.or(file.in_memory).unwrap_or(false);
+        let fsync = args.fsync.or(file.fsync).unwrap_or(FsyncArg::Always);
+        let interval_ms =
+            args.fsync_interval_ms.or(file.fsync_interval_ms).unwrap_or(DEFAULT_FSYNC_INTERVAL_MS);
+        if interval_ms == 0 {
+            bail!("fsync interval must be at least 1 ms");
+        }
+        let storage = if in_memory {
+            Storage::Memory
+        } else {
+            let dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let fsync = match fsync {
+                FsyncArg::Always => FsyncMode::Always,
+                FsyncArg::Interval => FsyncMode::Interval(Duration::from_millis(interval_ms)),
+                FsyncArg::Never => FsyncMode::Never,
+            };
+            Storage::Disk { dir, fsync }
+        };
+        let admin = match args.admin.or(file.admin) {
+            Some(addr) => addr,
+            None => DEFAULT_ADMIN.parse().context("default admin address")?,
+        };
+        Ok(Settings { storage, admin, queues: file.queues, exchanges: file.exchanges, bindings: file.bindings })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message spans several lines (it quotes the offending line); one is enough.
+        let first = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+        match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                anyhow::anyhow!("config file {} line {line}: {first}", path.display())
+            }
+            None => anyhow::anyhow!("config file {}: {first}", path.display()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(s.storage, Storage::Disk { dir: DEFAULT_DATA_DIR.into(), fsync: FsyncMode::Always });
+        assert_eq!(s.admin.to_string(), DEFAULT_ADMIN);
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let file = write(
+            r#"
+            data_dir = "/from/file"
+            fsync = "interval"
+            fsync_interval_ms = 250
+            admin = "127.0.0.1:9999"
+
+            [[queue]]
+            name = "orders.fifo"
+            kind = "fifo"
+            visibility_timeout = 60
+            content_based_deduplication = true
+
+            [[exchange]]
+            name = "events"
+            type = "fanout"
+
+            [[binding]]
+            exchange = "events"
+            queue = "orders.fifo"
+            "#,
+        );
+        let args = ServeArgs {
+            config: Some(file.path().into()),
+            admin: Some("127.0.0.1:1234".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(
+            s.storage,
+            Storage::Disk { dir: "/from/file".into(), fsync: FsyncMode::Interval(Duration::from_millis(250)) }
+        );
+        assert_eq!(s.admin.port(), 1234);
+        assert_eq!(s.queues[0].kind, QueueKindDecl::Fifo);
+        assert_eq!(s.queues[0].visibility_timeout, Some(60));
+        assert_eq!(s.exchanges[0].kind, "fanout");
+        assert_eq!(s.bindings[0].vhost, "/");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_line() {
+        let file = write("data_dir = \"x\"\nfsinc = \"always\"\n");
+        let args = ServeArgs { config: Some(file.path().into()), ..ServeArgs::default() };
+        let err = Settings::resolve(args).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("fsinc"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let args = ServeArgs { config: Some("/no/such/wharf.toml".into()), ..ServeArgs::default() };
+        let err = Settings::resolve(args).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot read config file /no/such/wharf.toml"));
+    }
+
+    #[test]
+    fn in_memory_wins_over_data_dir() {
+        let args = ServeArgs { in_memory: Some(true), data_dir: Some("d".into()), ..ServeArgs::default() };
+        assert_eq!(Settings::resolve(args).unwrap().storage, Storage::Memory);
+    }
+}

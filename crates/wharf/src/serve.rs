@@ -1,0 +1,155 @@
+//! `wharf serve`: open the store, recover, declare what the config asks for, start every
+//! listener, print one start-up block, and on SIGINT/SIGTERM stop accepting, finish what is in
+//! flight, flush and exit 0.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wharf_admin::HealthStatus;
+use wharf_core::Broker;
+use wharf_store::file::{FileStore, FileStoreOptions};
+use wharf_store::memory::MemoryStore;
+use wharf_store::Store;
+
+use crate::config::{ServeArgs, Settings, Storage};
+use crate::observe::ServerState;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let settings = Settings::resolve(args)?;
+    init_logging();
+    // Two workers: this is a small server, and the store's sync thread is a third thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("wharf-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings, started))
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match storage {
+        Storage::Memory => Arc::new(MemoryStore::new()),
+        Storage::Disk { dir, fsync } => {
+            let options = FileStoreOptions { fsync: *fsync, ..FileStoreOptions::default() };
+            // The store's own error already names the directory ("… is locked by another wharf").
+            FileStore::open(dir, options)?
+        }
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
+    let store = open_store(&settings.storage)?;
+
+    // Bind every listener before the (possibly long) recovery, so an occupied port fails at
+    // once and /health can answer "starting" while messages are recovered.
+    let admin_listener = bind(settings.admin, "admin").await?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let state = Arc::new(ServerState::new(store.clone(), started));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(wharf_admin::serve(
+        admin_listener,
+        state.clone(),
+        wait_for_stop(stop_rx.clone()),
+    ));
+
+    let recovery_started = Instant::now();
+    let broker = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || crate::observe::open_broker(store))
+            .await
+            .context("recovery task failed")??
+    };
+    let recovery = recovery_started.elapsed();
+    crate::observe::declare_from_config(&broker, &settings)?;
+    state.set_broker(broker.clone());
+    let background = tokio::spawn(broker.clone().run());
+
+    print_startup_block(&settings, store.as_ref(), admin_addr, &broker, recovery, started);
+    state.set_status(HealthStatus::Ready);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new work accepted; finishing what is in flight");
+    state.set_status(HealthStatus::Stopping);
+    let _ = stop_tx.send(true);
+    broker.shutdown();
+    background.abort();
+    if let Ok(Err(err)) = admin_task.await {
+        tracing::warn!("admin listener: {err}");
+    }
+    store.flush().context("final flush of the store failed")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!("cannot listen for SIGTERM ({err}); only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_startup_block(
+    settings: &Settings,
+    store: &dyn Store,
+    admin: SocketAddr,
+    broker: &Broker,
+    recovery: std::time::Duration,
+    started: Instant,
+) {
+    let (queues, messages) = crate::observe::queue_totals(broker);
+    let data = match &settings.storage {
+        Storage::Memory => "none (in memory: nothing survives a restart)".to_owned(),
+        Storage::Disk { dir, .. } => dir.display().to_string(),
+    };
+    let durability = match &settings.storage {
+        Storage::Memory => "in memory".to_owned(),
+        Storage::Disk { .. } => format!("fsync {}", store.fsync_mode()),
+    };
+    let block = format!(
+        "wharf {version}\n\
+         \x20 data directory  {data}\n\
+         \x20 durability      {durability}\n\
+         \x20 admin           http://{admin}  (/health, /metrics)\n\
+         \x20 recovered       {queues} queues, {messages} messages in {recovery_ms} ms\n\
+         ready in {ready_ms} ms\n",
+        version = env!("CARGO_PKG_VERSION"),
+        recovery_ms = recovery.as_millis(),
+        ready_ms = started.elapsed().as_millis(),
+    );
+    // One write, so the block is never interleaved with log lines; flushed because tests and
+    // supervisors read it through a pipe.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(block.as_bytes());
+    let _ = stdout.flush();
+}
