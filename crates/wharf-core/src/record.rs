@@ -516,8 +516,7 @@ fn decode_properties(r: &mut R<'_>, persistent: bool) -> Res<Properties> {
     let priority = if mask & (1 << 8) != 0 { Some(r.u8()?) } else { None };
     let expiration_ms = if mask & (1 << 9) != 0 { Some(r.var()?) } else { None };
     let timestamp = if mask & (1 << 10) != 0 { Some(r.var()?) } else { None };
-    let [content_type, content_encoding, correlation_id, reply_to, message_id, kind, user_id, app_id] =
-        strs;
+    let [content_type, content_encoding, correlation_id, reply_to, message_id, kind, user_id, app_id] = strs;
     Ok(Properties {
         content_type,
         content_encoding,
@@ -682,10 +681,8 @@ mod tests {
             ".{0,12}".prop_map(HeaderValue::String),
             prop::collection::vec(any::<u8>(), 0..16).prop_map(|b| HeaderValue::Bytes(b.into())),
             any::<u64>().prop_map(HeaderValue::Timestamp),
-            (".{0,8}", ".{0,8}").prop_map(|(d, v)| HeaderValue::Attribute {
-                data_type: d,
-                value: AttributeValue::String(v)
-            }),
+            (".{0,8}", ".{0,8}")
+                .prop_map(|(d, v)| HeaderValue::Attribute { data_type: d, value: AttributeValue::String(v) }),
             prop::collection::vec(any::<u8>(), 0..8).prop_map(|b| HeaderValue::Attribute {
                 data_type: "Binary".into(),
                 value: AttributeValue::Binary(b.into())

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, ObjectKind, Result};
 use crate::message::Headers;
-use crate::routing::ExchangeKind;
 
 /// SQS: 12 hours is the longest a lease may last.
 pub const MAX_VISIBILITY_MS: u64 = 12 * 60 * 60 * 1000;
@@ -285,16 +284,6 @@ impl ExchangeSettings {
         } else {
             None
         }
-    }
-}
-
-pub(crate) fn kind_name(kind: ExchangeKind) -> &'static str {
-    match kind {
-        ExchangeKind::Direct => "direct",
-        ExchangeKind::Fanout => "fanout",
-        ExchangeKind::Topic => "topic",
-        ExchangeKind::Headers => "headers",
-        ExchangeKind::ConsistentHash => "x-consistent-hash",
     }
 }
 
