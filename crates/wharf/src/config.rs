@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
+use wharf_core::settings::{Overflow, QueueKind, QueueSettings, RedrivePolicy};
 use wharf_store::FsyncMode;
 
 pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
@@ -187,6 +188,10 @@ impl Settings {
             Some(addr) => addr,
             None => DEFAULT_ADMIN.parse().context("default admin address")?,
         };
+        // Check declarations now, before anything is opened or bound: a bad file fails fast.
+        for queue in &file.queues {
+            queue.to_settings()?;
+        }
         Ok(Settings { storage, admin, queues: file.queues, exchanges: file.exchanges, bindings: file.bindings })
     }
 }
@@ -283,8 +288,96 @@ mod tests {
     }
 
     #[test]
+    fn queue_declarations_map_to_engine_settings() {
+        let decl: QueueDecl = toml::from_str(
+            "name = 'jobs'\nvisibility_timeout = 60\ndead_letter_queue = 'dlq'\nmax_receive_count = 3\noverflow = 'reject-publish'",
+        )
+        .unwrap();
+        let s = decl.to_settings().unwrap();
+        assert_eq!(s.visibility_timeout_ms, 60_000);
+        assert_eq!(s.redrive, Some(RedrivePolicy { dead_letter_queue: "dlq".into(), max_receive_count: 3 }));
+        assert_eq!(s.overflow, Overflow::RejectPublish);
+        assert!(s.durable);
+
+        let err = |text: &str| toml::from_str::<QueueDecl>(text).unwrap().to_settings().unwrap_err().to_string();
+        assert!(err("name = 'q'\nvisibility_timeout = 50000").contains("visibility_timeout = 50000 is outside"));
+        assert!(err("name = 'q'\nkind = 'fifo'").contains(".fifo"));
+        assert!(err("name = 'q.fifo'").contains(".fifo"));
+        assert!(err("name = 'q'\nmax_receive_count = 2").contains("go together"));
+        assert!(err("name = 'q'\noverflow = 'explode'").contains("explode"));
+    }
+
+    #[test]
     fn in_memory_wins_over_data_dir() {
         let args = ServeArgs { in_memory: Some(true), data_dir: Some("d".into()), ..ServeArgs::default() };
         assert_eq!(Settings::resolve(args).unwrap().storage, Storage::Memory);
+    }
+}
+
+impl QueueDecl {
+    /// The engine settings this declaration asks for. Ranges follow SQS, whose attribute names
+    /// these keys mirror; a value out of range is an error naming the queue and the key.
+    pub fn to_settings(&self) -> anyhow::Result<QueueSettings> {
+        let name = &self.name;
+        let in_range = |key: &str, value: u64, min: u64, max: u64| -> anyhow::Result<u64> {
+            if (min..=max).contains(&value) {
+                Ok(value)
+            } else {
+                bail!("queue '{name}': {key} = {value} is outside {min}..={max}")
+            }
+        };
+        let is_fifo = self.kind == QueueKindDecl::Fifo;
+        if is_fifo != name.ends_with(".fifo") {
+            bail!("queue '{name}': a FIFO queue's name must end in .fifo, and only a FIFO queue's may");
+        }
+        let mut s = QueueSettings {
+            kind: if is_fifo { QueueKind::Fifo } else { QueueKind::Standard },
+            durable: self.durable,
+            ..QueueSettings::default()
+        };
+        if let Some(v) = self.visibility_timeout {
+            s.visibility_timeout_ms = in_range("visibility_timeout", v, 0, 43_200)? * 1000;
+        }
+        if let Some(v) = self.delay {
+            s.delay_ms = in_range("delay", v, 0, 900)? * 1000;
+        }
+        if let Some(v) = self.retention {
+            s.retention_ms = in_range("retention", v, 60, 1_209_600)? * 1000;
+        }
+        if let Some(v) = self.max_message_size {
+            s.max_message_size = in_range("max_message_size", v as u64, 1024, 1_048_576)? as u32;
+        }
+        if let Some(v) = self.receive_wait {
+            s.receive_wait_ms = in_range("receive_wait", v, 0, 20)? * 1000;
+        }
+        if let Some(v) = self.content_based_deduplication {
+            s.content_based_dedup = v;
+        }
+        s.redrive = match (&self.dead_letter_queue, self.max_receive_count) {
+            (Some(dlq), Some(max)) => Some(RedrivePolicy {
+                dead_letter_queue: dlq.clone(),
+                max_receive_count: in_range("max_receive_count", u64::from(max), 1, 1000)? as u32,
+            }),
+            (None, None) => None,
+            _ => bail!("queue '{name}': dead_letter_queue and max_receive_count go together"),
+        };
+        s.message_ttl_ms = self.message_ttl_ms;
+        s.max_length = self.max_length;
+        s.max_length_bytes = self.max_length_bytes;
+        s.overflow = match self.overflow.as_deref() {
+            None | Some("drop-head") => Overflow::DropHead,
+            Some("reject-publish") => Overflow::RejectPublish,
+            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            Some(other) => bail!(
+                "queue '{name}': overflow = '{other}' is not one of drop-head, reject-publish, reject-publish-dlx"
+            ),
+        };
+        s.dead_letter_exchange = self.dead_letter_exchange.clone();
+        s.dead_letter_routing_key = self.dead_letter_routing_key.clone();
+        if let Some(p) = self.max_priority {
+            s.max_priority = Some(in_range("max_priority", u64::from(p), 1, 255)? as u8);
+        }
+        s.validate().map_err(|e| anyhow::anyhow!("queue '{name}': {e}"))?;
+        Ok(s)
     }
 }

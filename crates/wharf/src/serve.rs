@@ -35,8 +35,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    use std::io::IsTerminal;
+    // Warnings and errors by default: the start-up block already says what a person needs, and
+    // a failed start should read as one line. `WHARF_LOG=info` (or any filter) shows more.
+    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
@@ -55,6 +62,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
+    // Signal handlers first: a SIGTERM that arrives during start-up must still mean "stop
+    // cleanly", not the default action of dying on the spot.
+    let stop_signal = shutdown_signal()?;
     let store = open_store(&settings.storage)?;
 
     // Bind every listener before the (possibly long) recovery, so an occupied port fails at
@@ -85,7 +95,7 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     print_startup_block(&settings, store.as_ref(), admin_addr, &broker, recovery, started);
     state.set_status(HealthStatus::Ready);
 
-    shutdown_signal().await;
+    stop_signal.await;
     tracing::info!("shutting down: no new work accepted; finishing what is in flight");
     state.set_status(HealthStatus::Stopping);
     let _ = stop_tx.send(true);
@@ -103,20 +113,18 @@ async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!("cannot listen for SIGTERM ({err}); only SIGINT stops the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    })
 }
 
 fn print_startup_block(

@@ -2,7 +2,7 @@
 //! processes (or through the engine API where no protocol front end exists yet), print what
 //! they measured, and never assert timings: numbers go to docs/BENCHMARKS.md with the command.
 
-mod load;
+pub mod load;
 mod startup;
 
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Store(args) => {
             let scratch = tempdir_in(&args.dir)?;
-            let report = wharf_store::file::bench::durable_appends(
+            let report = wharf_store::bench::durable_appends(
                 scratch.path(),
                 args.producers,
                 args.size,

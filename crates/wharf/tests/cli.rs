@@ -1,0 +1,178 @@
+//! The `wharf` binary as a user meets it: start-up block, flags, config file, admin endpoints,
+//! clean shutdown, and one clear line for every way start-up can fail.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use wharf::process::{free_port, ServerProcess};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_wharf");
+const START: Duration = Duration::from_secs(30);
+
+fn start(args: &[&str]) -> ServerProcess {
+    let mut server = ServerProcess::spawn(Path::new(BINARY), args).expect("spawn wharf");
+    server.wait_started(START).expect("wharf starts");
+    server
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BINARY).args(args).env_remove("WHARF_CONFIG").output().expect("run wharf")
+}
+
+/// A failed start: non-zero exit, exactly one line on stderr, containing `needle`.
+fn assert_fails_with_one_line(output: &Output, needle: &str) {
+    assert!(!output.status.success(), "expected failure, got {:?}", output.status);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    assert!(lines[0].contains(needle), "expected '{needle}' in: {}", lines[0]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn startup_block_health_metrics_and_clean_shutdown() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = start(&["--data-dir", dir]);
+
+    let block = &server.startup_block;
+    assert!(block.starts_with(&format!("wharf {}", env!("CARGO_PKG_VERSION"))), "{block}");
+    assert!(block.contains(&format!("data directory  {dir}")), "{block}");
+    assert!(block.contains("fsync always"), "{block}");
+    assert!(block.contains(&format!("admin           http://{}", server.admin)), "{block}");
+    // Front ends that are not built yet must not appear.
+    for absent in ["amqp", "stomp", "mqtt", "sqs"] {
+        assert!(!block.to_lowercase().contains(absent), "{absent} in {block}");
+    }
+
+    let (status, body) = server.get("/health").unwrap();
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ready");
+    assert_eq!(health["damaged_queues"].as_array().map(Vec::len), Some(0));
+
+    let (status, metrics) = server.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "wharf_store_bytes_on_disk",
+        "wharf_store_fsyncs_total",
+        "wharf_store_fsync_seconds_total",
+        "wharf_store_persistent 1",
+        "# TYPE wharf_queue_messages_ready gauge",
+        "# TYPE wharf_connections gauge",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+
+    let status = server.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
+    // The lock is released on exit: a second start on the same directory works.
+    let again = start(&["--data-dir", dir]);
+    assert!(again.terminate(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
+fn config_file_declares_queues_and_exchanges() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("wharf.toml");
+    std::fs::write(
+        &config,
+        r#"
+        fsync = "interval"
+        fsync_interval_ms = 20
+
+        [[queue]]
+        name = "orders"
+        visibility_timeout = 60
+
+        [[queue]]
+        name = "payments.fifo"
+        kind = "fifo"
+        content_based_deduplication = true
+
+        [[exchange]]
+        name = "events"
+        type = "fanout"
+
+        [[binding]]
+        exchange = "events"
+        queue = "orders"
+        "#,
+    )
+    .unwrap();
+    let dir = data.path().join("data");
+    let server = start(&["--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()]);
+    assert!(server.startup_block.contains("fsync interval (fdatasync every 20 ms)"), "{}", server.startup_block);
+    for queue in ["orders", "payments.fifo"] {
+        let sample = format!("wharf_queue_messages_ready{{vhost=\"/\",queue=\"{queue}\"}}");
+        assert_eq!(server.metric(&sample).unwrap(), Some(0.0), "{queue} not declared");
+    }
+    assert!(server.terminate(Duration::from_secs(10)).unwrap().success());
+
+    // Declared queues are durable definitions: they are there after a restart without the file.
+    let server = start(&["--data-dir", dir.to_str().unwrap()]);
+    assert!(server.startup_block.contains("recovered       2 queues"), "{}", server.startup_block);
+    assert!(server.terminate(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
+fn in_memory_mode_says_so() {
+    let server = start(&["--in-memory"]);
+    assert!(server.startup_block.contains("in memory"), "{}", server.startup_block);
+    assert_eq!(server.metric("wharf_store_persistent").unwrap(), Some(0.0));
+    assert!(server.terminate(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
+fn bad_flag_is_one_line_and_exit_2() {
+    let output = run(&["serve", "--no-such-flag"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_fails_with_one_line(&output, "--no-such-flag");
+    // Front ends that do not exist yet have no flag.
+    assert_fails_with_one_line(&run(&["serve", "--amqp", "127.0.0.1:5672"]), "--amqp");
+    assert_fails_with_one_line(&run(&["serve", "--fsync", "sometimes"]), "sometimes");
+}
+
+#[test]
+fn unreadable_or_invalid_config_is_one_line() {
+    assert_fails_with_one_line(&run(&["serve", "--config", "/no/such/file.toml"]), "/no/such/file.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[[queue]]\nname = \"q\"\nvisibilty_timeout = 5\n").unwrap();
+    assert_fails_with_one_line(&run(&["serve", "--config", config.to_str().unwrap()]), "visibilty_timeout");
+    std::fs::write(&config, "[[queue]]\nname = \"q\"\nvisibility_timeout = 99999\n").unwrap();
+    let data = dir.path().join("data");
+    assert_fails_with_one_line(
+        &run(&[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ]),
+        "visibility_timeout = 99999",
+    );
+}
+
+#[test]
+fn occupied_port_is_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let output = run(&["serve", "--data-dir", data.path().to_str().unwrap(), "--admin", &addr]);
+    assert_fails_with_one_line(&output, &format!("cannot listen on {addr}"));
+}
+
+#[test]
+fn locked_data_directory_is_one_line() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let first = start(&["--data-dir", dir]);
+    let port = free_port().unwrap().to_string();
+    let output = run(&["serve", "--data-dir", dir, "--admin", &format!("127.0.0.1:{port}")]);
+    assert_fails_with_one_line(&output, "locked by another wharf");
+    assert!(first.terminate(Duration::from_secs(10)).unwrap().success());
+}
