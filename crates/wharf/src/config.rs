@@ -192,7 +192,13 @@ impl Settings {
         for queue in &file.queues {
             queue.to_settings()?;
         }
-        Ok(Settings { storage, admin, queues: file.queues, exchanges: file.exchanges, bindings: file.bindings })
+        Ok(Settings {
+            storage,
+            admin,
+            queues: file.queues,
+            exchanges: file.exchanges,
+            bindings: file.bindings,
+        })
     }
 }
 
@@ -261,7 +267,10 @@ mod tests {
         let s = Settings::resolve(args).unwrap();
         assert_eq!(
             s.storage,
-            Storage::Disk { dir: "/from/file".into(), fsync: FsyncMode::Interval(Duration::from_millis(250)) }
+            Storage::Disk {
+                dir: "/from/file".into(),
+                fsync: FsyncMode::Interval(Duration::from_millis(250))
+            }
         );
         assert_eq!(s.admin.port(), 1234);
         assert_eq!(s.queues[0].kind, QueueKindDecl::Fifo);
@@ -299,8 +308,11 @@ mod tests {
         assert_eq!(s.overflow, Overflow::RejectPublish);
         assert!(s.durable);
 
-        let err = |text: &str| toml::from_str::<QueueDecl>(text).unwrap().to_settings().unwrap_err().to_string();
-        assert!(err("name = 'q'\nvisibility_timeout = 50000").contains("visibility_timeout = 50000 is outside"));
+        let err =
+            |text: &str| toml::from_str::<QueueDecl>(text).unwrap().to_settings().unwrap_err().to_string();
+        assert!(
+            err("name = 'q'\nvisibility_timeout = 50000").contains("visibility_timeout = 50000 is outside")
+        );
         assert!(err("name = 'q'\nkind = 'fifo'").contains(".fifo"));
         assert!(err("name = 'q.fifo'").contains(".fifo"));
         assert!(err("name = 'q'\nmax_receive_count = 2").contains("go together"));

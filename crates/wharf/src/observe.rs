@@ -32,8 +32,7 @@ pub fn declare_from_config(broker: &Broker, settings: &Settings) -> anyhow::Resu
     }
     for decl in &settings.exchanges {
         let vhost = vhost(broker, &decl.vhost)?;
-        let kind: ExchangeKind =
-            decl.kind.parse().with_context(|| format!("exchange '{}'", decl.name))?;
+        let kind: ExchangeKind = decl.kind.parse().with_context(|| format!("exchange '{}'", decl.name))?;
         let exchange_settings = ExchangeSettings { durable: decl.durable, ..ExchangeSettings::default() };
         vhost
             .declare_exchange(&decl.name, kind, exchange_settings)

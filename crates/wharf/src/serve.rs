@@ -34,8 +34,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
     use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
     // Warnings and errors by default: the start-up block already says what a person needs, and
     // a failed start should read as one line. `WHARF_LOG=info` (or any filter) shows more.
     let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
@@ -74,11 +74,8 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
 
     let state = Arc::new(ServerState::new(store.clone(), started));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(wharf_admin::serve(
-        admin_listener,
-        state.clone(),
-        wait_for_stop(stop_rx.clone()),
-    ));
+    let admin_task =
+        tokio::spawn(wharf_admin::serve(admin_listener, state.clone(), wait_for_stop(stop_rx.clone())));
 
     let recovery_started = Instant::now();
     let broker = {

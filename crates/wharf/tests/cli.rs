@@ -103,7 +103,11 @@ fn config_file_declares_queues_and_exchanges() {
     .unwrap();
     let dir = data.path().join("data");
     let server = start(&["--config", config.to_str().unwrap(), "--data-dir", dir.to_str().unwrap()]);
-    assert!(server.startup_block.contains("fsync interval (fdatasync every 20 ms)"), "{}", server.startup_block);
+    assert!(
+        server.startup_block.contains("fsync interval (fdatasync every 20 ms)"),
+        "{}",
+        server.startup_block
+    );
     for queue in ["orders", "payments.fifo"] {
         let sample = format!("wharf_queue_messages_ready{{vhost=\"/\",queue=\"{queue}\"}}");
         assert_eq!(server.metric(&sample).unwrap(), Some(0.0), "{queue} not declared");

@@ -49,7 +49,7 @@ fn load_then_kill(data_dir: &Path, first_producer: u32, want_accepted: usize, le
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut accepted_this_round = 0;
     let mut settled_this_round = 0;
-    let mut record = |line: &str, ledger: &mut Ledger| -> (usize, usize) {
+    let record = |line: &str, ledger: &mut Ledger| -> (usize, usize) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["accepted", id, producer, n] => {
@@ -92,7 +92,8 @@ fn contents(data_dir: &Path) -> HashMap<String, wharf_core::message::Message> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let store = FileStore::open(data_dir, FileStoreOptions::default()).expect("open store");
-        let broker = Broker::open(store, Arc::new(SystemClock), BrokerConfig::default()).expect("open broker");
+        let broker =
+            Broker::open(store, Arc::new(SystemClock), BrokerConfig::default()).expect("open broker");
         let queue = broker.vhost("/").unwrap().queue(QUEUE).expect("queue survived");
         let mut found = HashMap::new();
         loop {
@@ -129,7 +130,12 @@ fn check(ledger: &Ledger, found: &HashMap<String, wharf_core::message::Message>)
             }
         }
     }
-    assert!(missing.is_empty(), "{} accepted messages lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} accepted messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 #[test]
@@ -152,7 +158,10 @@ fn kill_9_mid_write_loses_nothing_accepted_and_resurrects_nothing_settled() {
             .unwrap()
             .expect("queue in /metrics");
         let live = ledger.accepted.len() - ledger.settled.len();
-        assert!(ready >= live as f64, "round {round}: /metrics shows {ready} ready, {live} accepted and unsettled");
+        assert!(
+            ready >= live as f64,
+            "round {round}: /metrics shows {ready} ready, {live} accepted and unsettled"
+        );
         assert!(server.terminate(Duration::from_secs(30)).unwrap().success());
 
         check(&ledger, &contents(data.path()));

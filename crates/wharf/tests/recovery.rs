@@ -42,7 +42,8 @@ fn segments(data_dir: &Path) -> Vec<PathBuf> {
 }
 
 fn start(data_dir: &Path) -> ServerProcess {
-    let mut server = ServerProcess::spawn(Path::new(BINARY), &["--data-dir", data_dir.to_str().unwrap()]).unwrap();
+    let mut server =
+        ServerProcess::spawn(Path::new(BINARY), &["--data-dir", data_dir.to_str().unwrap()]).unwrap();
     server.wait_started(Duration::from_secs(60)).unwrap();
     server
 }

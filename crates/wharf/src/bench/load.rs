@@ -46,14 +46,18 @@ pub struct LoadArgs {
 pub fn expected_message(producer: u32, n: u64) -> Message {
     let len = ((u64::from(producer) * 7919 + n * 104_729) % 3000 + 1) as usize;
     let seed = u64::from(producer) << 32 | n;
-    let body: Vec<u8> = (0..len).map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 131) % 251) as u8).collect();
+    let body: Vec<u8> =
+        (0..len).map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 131) % 251) as u8).collect();
     let mut headers = Headers::new();
     headers.insert("producer".into(), HeaderValue::U32(producer));
     headers.insert("n".into(), HeaderValue::I64(n as i64));
     headers.insert("label".into(), HeaderValue::String(format!("p{producer}-m{n}")));
     headers.insert(
         "price".into(),
-        HeaderValue::Attribute { data_type: "Number.cents".into(), value: AttributeValue::String(format!("{n}.50")) },
+        HeaderValue::Attribute {
+            data_type: "Number.cents".into(),
+            value: AttributeValue::String(format!("{n}.50")),
+        },
     );
     headers.insert("blob".into(), HeaderValue::Bytes(Bytes::from(seed.to_be_bytes().to_vec())));
     Message {
@@ -71,7 +75,8 @@ pub fn expected_message(producer: u32, n: u64) -> Message {
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<(Arc<dyn wharf_store::Store>, Arc<Broker>)> {
-    let store = crate::serve::open_store(&Storage::Disk { dir: data_dir.to_owned(), fsync: FsyncMode::Always })?;
+    let store =
+        crate::serve::open_store(&Storage::Disk { dir: data_dir.to_owned(), fsync: FsyncMode::Always })?;
     let broker = crate::observe::open_broker(store.clone())?;
     Ok((store, broker))
 }

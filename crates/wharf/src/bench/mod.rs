@@ -69,7 +69,10 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 args.size,
                 Duration::from_secs(args.seconds),
             )?;
-            println!("wharf bench store: {} producers, {} B records, {} s", args.producers, args.size, args.seconds);
+            println!(
+                "wharf bench store: {} producers, {} B records, {} s",
+                args.producers, args.size, args.seconds
+            );
             println!("{report}");
             Ok(())
         }
