@@ -13,6 +13,7 @@
 //! gets a number from one store-wide sequence (the LSN) and one sync watermark covers all
 //! queues, so waiting for several writes is waiting for the largest of their LSNs.
 
+pub mod bench;
 pub mod file;
 pub mod memory;
 
@@ -134,6 +135,8 @@ impl Durable {
     }
 
     /// Wait until the write is durable.
+    // Not an `async fn`: the explicit `+ Send` is part of the contract callers rely on.
+    #[allow(clippy::manual_async_fn)]
     pub fn wait(self) -> impl Future<Output = Result<()>> + Send {
         async move {
             let Some(mut rx) = self.watermark else {
@@ -151,29 +154,41 @@ impl Durable {
         }
     }
 
-    /// Blocking form of [`Durable::wait`], for threads outside the async runtime.
+    /// Blocking form of [`Durable::wait`], for threads outside the async runtime. Parks the
+    /// thread until the watermark moves (no polling), so it wakes within microseconds of the
+    /// sync that makes the write durable.
     pub fn wait_blocking(self) -> Result<()> {
-        let Some(mut rx) = self.watermark else {
+        if self.is_done() {
             return Ok(());
-        };
-        loop {
-            {
-                let state = rx.borrow_and_update();
-                if state.synced >= self.lsn {
-                    return Ok(());
-                }
-                if let Some(reason) = &state.failed {
-                    return Err(StoreError::SyncFailed(reason.to_string()));
-                }
-            }
-            // A current-thread runtime per wait would be heavy; a tiny poll loop on `has_changed`
-            // is enough for the blocking callers (tests, benchmarks, recovery).
-            match rx.has_changed() {
-                Ok(true) => continue,
-                Ok(false) => std::thread::sleep(Duration::from_micros(50)),
-                Err(_) => return Err(StoreError::SyncFailed("store closed".into())),
-            }
         }
+        block_on(self.wait())
+    }
+}
+
+/// Drive a future to completion on this thread, parking between polls. The watch channel wakes
+/// us through the waker; no runtime is needed for `tokio::sync` primitives.
+fn block_on<F: Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        // Spurious unparks are fine: we just poll again.
+        std::thread::park();
     }
 }
 

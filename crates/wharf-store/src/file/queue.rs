@@ -1,0 +1,507 @@
+//! One queue's log: its segments, their in-memory index, append/read/settle and deletion.
+//!
+//! Memory per segment: a sorted `Vec<u32>` of frame offsets (4 bytes per record) and a settled
+//! bitset (1 bit per record), plus a few counters. No record bodies are kept.
+//!
+//! Lock order: a queue's `state` mutex, then the sync state (inside `SyncShared`). The sync
+//! thread never takes a queue lock.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
+
+use parking_lot::Mutex;
+
+use super::format::{self, ACK_ENTRY_LEN, FRAME_HEADER_LEN, HEADER_LEN};
+use super::sync::{SyncFile, SyncShared};
+use super::StoreCounters;
+use crate::{Durable, QueueId, QueueLog, QueueLogStats, RecordId, RecoveryReport, Result, StoreError};
+
+/// At most this many ids per `stragglers()` call.
+pub(crate) const STRAGGLER_BATCH: usize = 1024;
+/// A segment is "mostly settled" when at most 1/STRAGGLER_LIVE_RATIO of its records are live.
+const STRAGGLER_LIVE_RATIO: u64 = 10;
+/// Segments at least this many places behind the newest are drained when their live bytes are
+/// at most 1/STRAGGLER_LIVE_RATIO of the file.
+const STRAGGLER_OLD_SEGMENTS: usize = 4;
+
+pub(crate) fn segment_path(dir: &Path, number: u32) -> PathBuf {
+    dir.join(format!("{number:08x}.seg"))
+}
+
+pub(crate) fn ack_path(dir: &Path, number: u32) -> PathBuf {
+    dir.join(format!("{number:08x}.ack"))
+}
+
+pub(crate) struct Segment {
+    pub(crate) number: u32,
+    pub(crate) seg: Arc<SyncFile>,
+    pub(crate) ack: Arc<SyncFile>,
+    /// Frame offsets of the indexed records, ascending.
+    pub(crate) offsets: Vec<u32>,
+    /// Bit i set = record `offsets[i]` settled.
+    pub(crate) settled: Vec<u64>,
+    pub(crate) live: u64,
+    /// Frame bytes of live records.
+    pub(crate) live_bytes: u64,
+    /// End of the last good frame: where the next append goes.
+    pub(crate) data_end: u64,
+    /// Size of the segment file on disk (differs from `data_end` only for damaged segments).
+    pub(crate) file_len: u64,
+    pub(crate) ack_len: u64,
+    /// Damage was found here at recovery: never appended to, never deleted (left for
+    /// inspection).
+    pub(crate) damaged: bool,
+}
+
+impl Segment {
+    pub(crate) fn new(number: u32, seg: Arc<SyncFile>, ack: Arc<SyncFile>) -> Self {
+        Segment {
+            number,
+            seg,
+            ack,
+            offsets: Vec::new(),
+            settled: Vec::new(),
+            live: 0,
+            live_bytes: 0,
+            data_end: HEADER_LEN,
+            file_len: HEADER_LEN,
+            ack_len: 0,
+            damaged: false,
+        }
+    }
+
+    /// Index a new live record (frame at `offset` of `frame_len` bytes).
+    pub(crate) fn push_record(&mut self, offset: u32, frame_len: u64) {
+        let i = self.offsets.len();
+        self.offsets.push(offset);
+        if i.is_multiple_of(64) {
+            self.settled.push(0);
+        }
+        self.live += 1;
+        self.live_bytes += frame_len;
+    }
+
+    pub(crate) fn is_settled(&self, i: usize) -> bool {
+        self.settled[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    pub(crate) fn mark_settled(&mut self, i: usize) {
+        self.settled[i / 64] |= 1 << (i % 64);
+        self.live -= 1;
+        self.live_bytes -= self.frame_len(i);
+    }
+
+    /// Frame length of record i: the distance to the next frame (or the end of the data).
+    pub(crate) fn frame_len(&self, i: usize) -> u64 {
+        let end = self.offsets.get(i + 1).map_or(self.data_end, |&next| u64::from(next));
+        end - u64::from(self.offsets[i])
+    }
+
+    fn live_ids(&self) -> impl Iterator<Item = RecordId> + '_ {
+        self.offsets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_settled(*i))
+            .map(|(_, &offset)| RecordId { segment: self.number, offset })
+    }
+
+    fn bytes_on_disk(&self) -> u64 {
+        self.file_len + self.ack_len
+    }
+}
+
+pub(crate) struct QueueState {
+    pub(crate) segments: BTreeMap<u32, Segment>,
+    /// The segment appends go to; `None` = create a new one at the next append.
+    pub(crate) active: Option<u32>,
+    pub(crate) next_number: u32,
+    pub(crate) recovered: bool,
+    pub(crate) removed: bool,
+    /// Reused frame buffer, so an append is one allocation-free `pwrite`.
+    scratch: Vec<u8>,
+}
+
+pub(crate) struct FileQueueLog {
+    pub(crate) id: QueueId,
+    pub(crate) dir: PathBuf,
+    pub(crate) dir_file: Arc<SyncFile>,
+    pub(crate) segment_size: u64,
+    pub(crate) max_record_size: usize,
+    pub(crate) sync: Arc<SyncShared>,
+    pub(crate) counters: Arc<StoreCounters>,
+    pub(crate) state: Mutex<QueueState>,
+    /// Set once recovery ran (fast path to skip the lock-protected check).
+    pub(crate) recovered: AtomicBool,
+    /// The thread running `recover` right now, to turn a call from inside the visitor into an
+    /// error instead of a deadlock.
+    pub(crate) recovering_on: Mutex<Option<ThreadId>>,
+}
+
+impl FileQueueLog {
+    pub(crate) fn new(
+        id: QueueId,
+        dir: PathBuf,
+        dir_file: Arc<SyncFile>,
+        segment_size: u64,
+        max_record_size: usize,
+        sync: Arc<SyncShared>,
+        counters: Arc<StoreCounters>,
+    ) -> Self {
+        FileQueueLog {
+            id,
+            dir,
+            dir_file,
+            segment_size,
+            max_record_size,
+            sync,
+            counters,
+            state: Mutex::new(QueueState {
+                segments: BTreeMap::new(),
+                active: None,
+                next_number: 0,
+                recovered: false,
+                removed: false,
+                scratch: Vec::new(),
+            }),
+            recovered: AtomicBool::new(false),
+            recovering_on: Mutex::new(None),
+        }
+    }
+
+    /// Run recovery (with a visitor that ignores records) if nobody called `recover` yet, so
+    /// the log is usable either way.
+    fn ensure_recovered(&self) -> Result<()> {
+        if self.recovered.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.in_own_visitor() {
+            return Err(StoreError::io(
+                self.dir.display(),
+                io::Error::other("queue log used from inside its own recovery visitor"),
+            ));
+        }
+        let mut state = self.state.lock();
+        if !state.recovered {
+            self.recover_locked(&mut state, &mut |_, _| {})?;
+        }
+        Ok(())
+    }
+
+    /// True when called from inside this log's first recovery, where the state lock is held.
+    fn in_own_visitor(&self) -> bool {
+        !self.recovered.load(Ordering::Acquire)
+            && *self.recovering_on.lock() == Some(std::thread::current().id())
+    }
+
+    fn io_err(path: &Path, e: io::Error) -> StoreError {
+        StoreError::io(path.display(), e)
+    }
+
+    fn check_open(&self, state: &QueueState) -> Result<()> {
+        if state.removed {
+            return Err(StoreError::io(
+                self.dir.display(),
+                io::Error::new(io::ErrorKind::NotFound, "queue log was removed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Start a new segment (and its ack file) and make it the active one.
+    fn rotate(&self, state: &mut QueueState) -> Result<Option<Segment>> {
+        let number = state.next_number;
+        let next = number.checked_add(1).ok_or_else(|| {
+            StoreError::io(self.dir.display(), io::Error::other("segment numbers exhausted"))
+        })?;
+        let seg_path = segment_path(&self.dir, number);
+        let seg_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&seg_path)
+            .map_err(|e| Self::io_err(&seg_path, e))?;
+        if let Err(e) = seg_file.write_all_at(&format::segment_header(number), 0) {
+            let _ = std::fs::remove_file(&seg_path);
+            return Err(Self::io_err(&seg_path, e));
+        }
+        let ack_path = ack_path(&self.dir, number);
+        let ack_file =
+            match OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&ack_path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&seg_path);
+                    return Err(Self::io_err(&ack_path, e));
+                }
+            };
+        // The new names must reach the disk too: the directory is synced in the round that
+        // covers the first record written to this segment.
+        self.sync.mark_dirty(&self.dir_file);
+        let segment =
+            Segment::new(number, SyncFile::new(seg_file, seg_path), SyncFile::new(ack_file, ack_path));
+        state.segments.insert(number, segment);
+        let previous = state.active.replace(number);
+        state.next_number = next;
+        // The previous segment may already be fully settled; now that it is no longer the
+        // newest it can go.
+        Ok(previous.and_then(|p| take_if_deletable(state, p)))
+    }
+
+    /// Delete a fully settled segment's files: `.seg` first, then `.ack`.
+    ///
+    /// The directory is synced between the two unlinks so that the `.ack` can never be gone
+    /// from the disk while the `.seg` is still there: that state would bring settled records
+    /// back. The reverse leftover, an `.ack` without its `.seg` (a crash between the unlinks),
+    /// is harmless and recovery removes it: the segment was fully settled, so the ack entries
+    /// describe nothing, and they must not outlive their segment lest they ever be read against
+    /// another file of the same number.
+    pub(crate) fn delete_segment_files(&self, segment: Segment) -> Result<()> {
+        let seg_path = segment.seg.path.clone();
+        let ack_path = segment.ack.path.clone();
+        drop(segment);
+        remove_file_if_exists(&seg_path)?;
+        self.sync.sync_now(&self.dir_file)?;
+        remove_file_if_exists(&ack_path)?;
+        self.counters.segments_deleted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        let mut state = self.state.lock();
+        state.removed = true;
+        state.segments.clear();
+        state.active = None;
+    }
+
+    pub(crate) fn bytes_on_disk(&self) -> u64 {
+        self.state.lock().segments.values().map(Segment::bytes_on_disk).sum()
+    }
+
+    /// Wait for any write in progress to finish (the store is closing).
+    pub(crate) fn barrier(&self) {
+        drop(self.state.lock());
+    }
+}
+
+/// Remove segment `number` from the index if it is deletable: not the active one, not damaged,
+/// no live records.
+pub(crate) fn take_if_deletable(state: &mut QueueState, number: u32) -> Option<Segment> {
+    let segment = state.segments.get(&number)?;
+    if state.active == Some(number) || segment.damaged || segment.live > 0 {
+        return None;
+    }
+    state.segments.remove(&number)
+}
+
+pub(crate) fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(path.display(), e)),
+    }
+}
+
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new().read(true).write(true).open(path).map_err(|e| StoreError::io(path.display(), e))
+}
+
+impl QueueLog for FileQueueLog {
+    fn append(&self, record: &[u8]) -> Result<(RecordId, Durable)> {
+        if record.is_empty() {
+            return Err(StoreError::io(
+                self.dir.display(),
+                io::Error::new(io::ErrorKind::InvalidInput, "zero-length records are refused"),
+            ));
+        }
+        if record.len() > self.max_record_size {
+            return Err(StoreError::RecordTooLarge { size: record.len(), limit: self.max_record_size });
+        }
+        self.ensure_recovered()?;
+        let frame_len = FRAME_HEADER_LEN + record.len() as u64;
+        let mut state = self.state.lock();
+        self.check_open(&state)?;
+        self.sync.check_writable()?;
+
+        let needs_new_segment = match state.active.and_then(|a| state.segments.get(&a)) {
+            None => true,
+            Some(seg) => !seg.offsets.is_empty() && seg.data_end + frame_len > self.segment_size,
+        };
+        let retired = if needs_new_segment { self.rotate(&mut state)? } else { None };
+
+        let QueueState { segments, active, scratch, .. } = &mut *state;
+        let number = active.expect("an active segment after rotation");
+        let segment = segments.get_mut(&number).expect("the active segment is indexed");
+        let offset = segment.data_end;
+        scratch.clear();
+        format::encode_frame(scratch, record);
+        if let Err(e) = segment.seg.file.write_all_at(scratch, offset) {
+            // Cut off whatever part of the frame made it, so the next frame follows good data.
+            // If even that fails, leave this segment behind and start another next time.
+            if segment.seg.file.set_len(offset).is_err() {
+                *active = None;
+            }
+            return Err(Self::io_err(&segment.seg.path, e));
+        }
+        if scratch.capacity() > (1 << 20) {
+            *scratch = Vec::new();
+        }
+        segment.data_end += frame_len;
+        segment.file_len = segment.data_end;
+        let offset = u32::try_from(offset).expect("segment size limit keeps offsets in u32");
+        segment.push_record(offset, frame_len);
+        let lsn = self.sync.wrote(&segment.seg);
+        drop(state);
+
+        self.counters.appended.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = retired {
+            self.delete_segment_files(old)?;
+        }
+        Ok((RecordId { segment: number, offset }, self.sync.durable(lsn)))
+    }
+
+    fn read(&self, id: RecordId) -> Result<Vec<u8>> {
+        self.ensure_recovered()?;
+        let (file, frame_len) = {
+            let state = self.state.lock();
+            self.check_open(&state)?;
+            let segment = state.segments.get(&id.segment).ok_or(StoreError::NoSuchRecord(id))?;
+            let i = segment.offsets.binary_search(&id.offset).map_err(|_| StoreError::NoSuchRecord(id))?;
+            if segment.is_settled(i) {
+                return Err(StoreError::NoSuchRecord(id));
+            }
+            (segment.seg.clone(), segment.frame_len(i))
+        };
+        // Read outside the lock: the file handle stays valid even if the segment is deleted
+        // meanwhile.
+        let mut frame = vec![0u8; frame_len as usize];
+        file.file.read_exact_at(&mut frame, u64::from(id.offset)).map_err(|e| Self::io_err(&file.path, e))?;
+        let (len, crc) = format::decode_frame_header(&frame);
+        let payload = &frame[FRAME_HEADER_LEN as usize..];
+        if u64::from(len) != frame_len - FRAME_HEADER_LEN || crc32c::crc32c(payload) != crc {
+            return Err(StoreError::Damaged(
+                self.id,
+                format!("record {id:?} in {} fails its checks on read", file.path.display()),
+            ));
+        }
+        frame.drain(..FRAME_HEADER_LEN as usize);
+        Ok(frame)
+    }
+
+    fn settle(&self, id: RecordId) -> Result<Durable> {
+        self.ensure_recovered()?;
+        let mut state = self.state.lock();
+        self.check_open(&state)?;
+        self.sync.check_writable()?;
+        let segment = state.segments.get_mut(&id.segment).ok_or(StoreError::NoSuchRecord(id))?;
+        let i = segment.offsets.binary_search(&id.offset).map_err(|_| StoreError::NoSuchRecord(id))?;
+        if segment.is_settled(i) {
+            return Err(StoreError::NoSuchRecord(id));
+        }
+        let at = segment.ack_len;
+        if let Err(e) = segment.ack.file.write_all_at(&id.offset.to_le_bytes(), at) {
+            let _ = segment.ack.file.set_len(at);
+            return Err(Self::io_err(&segment.ack.path, e));
+        }
+        segment.ack_len += ACK_ENTRY_LEN;
+        segment.mark_settled(i);
+        let lsn = self.sync.wrote(&segment.ack);
+        let deletable = take_if_deletable(&mut state, id.segment);
+        drop(state);
+
+        self.counters.settled.fetch_add(1, Ordering::Relaxed);
+        if let Some(segment) = deletable {
+            self.delete_segment_files(segment)?;
+        }
+        Ok(self.sync.durable(lsn))
+    }
+
+    fn recover(&self, visit: &mut dyn FnMut(RecordId, &[u8])) -> Result<RecoveryReport> {
+        let me = std::thread::current().id();
+        {
+            let mut on = self.recovering_on.lock();
+            if *on == Some(me) {
+                return Err(StoreError::io(
+                    self.dir.display(),
+                    io::Error::other("recover called from inside its own visitor"),
+                ));
+            }
+            *on = Some(me);
+        }
+        struct ClearOnDrop<'a>(&'a Mutex<Option<ThreadId>>);
+        impl Drop for ClearOnDrop<'_> {
+            fn drop(&mut self) {
+                *self.0.lock() = None;
+            }
+        }
+        let _clear = ClearOnDrop(&self.recovering_on);
+
+        let mut state = self.state.lock();
+        self.check_open(&state)?;
+        if !state.recovered {
+            return self.recover_locked(&mut state, visit);
+        }
+        // Already recovered (perhaps implicitly by an early append): visit from the index.
+        let ids: Vec<RecordId> = state.segments.values().flat_map(Segment::live_ids).collect();
+        drop(state);
+        let mut report = RecoveryReport::default();
+        for id in ids {
+            // `read` does not deadlock here: the log is recovered, and no lock is held.
+            let payload = match self.read(id) {
+                Ok(p) => p,
+                Err(StoreError::NoSuchRecord(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            visit(id, &payload);
+            report.live_records += 1;
+        }
+        Ok(report)
+    }
+
+    fn stragglers(&self) -> Vec<RecordId> {
+        if self.in_own_visitor() {
+            return Vec::new();
+        }
+        let state = self.state.lock();
+        let count = state.segments.len();
+        let mut ids = Vec::new();
+        for (rank, segment) in state.segments.values().enumerate() {
+            if state.active == Some(segment.number) || segment.damaged || segment.live == 0 {
+                continue;
+            }
+            // Never the newest segment, even when appends have not started one yet.
+            if rank + 1 == count {
+                continue;
+            }
+            let mostly_settled = segment.live * STRAGGLER_LIVE_RATIO <= segment.offsets.len() as u64;
+            let old_and_thin = count - rank > STRAGGLER_OLD_SEGMENTS
+                && segment.live_bytes * STRAGGLER_LIVE_RATIO <= segment.file_len;
+            if !(mostly_settled || old_and_thin) {
+                continue;
+            }
+            for id in segment.live_ids() {
+                if ids.len() >= STRAGGLER_BATCH {
+                    return ids;
+                }
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    fn stats(&self) -> QueueLogStats {
+        if self.in_own_visitor() {
+            return QueueLogStats::default();
+        }
+        let state = self.state.lock();
+        QueueLogStats {
+            live_records: state.segments.values().map(|s| s.live).sum(),
+            segments: state.segments.len() as u64,
+            bytes_on_disk: state.segments.values().map(Segment::bytes_on_disk).sum(),
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! Group commit: one sync thread per store turns many writes into few `fdatasync`s.
+//!
+//! # The ordering argument
+//!
+//! A writer (append or settle), for every write:
+//! 1. writes its bytes to the file with `pwrite` (they are in the kernel's page cache);
+//! 2. locks `SyncState`, puts the file on the dirty list (unless it is already queued), takes
+//!    its LSN with `appended += 1`, unlocks.
+//!
+//! The sync thread, for every round:
+//! 1. locks `SyncState`, reads `target = appended` FIRST, THEN takes the dirty list, unlocks;
+//! 2. syncs every file it took;
+//! 3. publishes `synced = target`.
+//!
+//! Claim: when `synced = T` is published, every write W with LSN ≤ T is on disk.
+//! Proof: W's LSN ≤ T means W's increment happened before this round read `target`. W queued
+//! its file (step 2) before its increment, and wrote its bytes (step 1) before that. So W's file
+//! was put on the dirty list before this round took the list. Either it was still on the list
+//! when this round took it — then this round's sync of it started after W's bytes were written
+//! — or an earlier round took it after W queued it — then that round's sync started after W's
+//! bytes were written and completed before this round began (one thread, rounds run in order,
+//! and a failed round stops everything). Either way a sync that began after W's write has
+//! completed. The same holds when W found its file already queued: it was queued at a moment
+//! after W's write, so the round that takes it syncs after W's write. ∎
+//!
+//! (Reading `target` first matters when writers do not hold the lock across both steps; here
+//! they do, which makes the order doubly safe, and the lock is held only for a push and an add.)
+//!
+//! If a sync fails, the thread publishes `failed` and stops. It does not retry: after a failed
+//! `fdatasync` Linux may have dropped the dirty pages and cleared the error, so a retry that
+//! "succeeds" proves nothing (PostgreSQL's fsyncgate). Every later write is refused.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use crate::{Durable, FsyncMode, Result, StoreError, SyncWatermark};
+
+/// A test hook called with each path just before it is synced; an `Err` is treated exactly like
+/// a failed `fdatasync`.
+pub type SyncHook = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
+
+/// A file (or directory) the sync thread may have to sync.
+#[derive(Debug)]
+pub(crate) struct SyncFile {
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+    is_dir: bool,
+    /// On the dirty list now (changed only under the `SyncState` lock).
+    queued: AtomicBool,
+}
+
+impl SyncFile {
+    pub(crate) fn new(file: File, path: PathBuf) -> Arc<Self> {
+        Arc::new(SyncFile { file, path, is_dir: false, queued: AtomicBool::new(false) })
+    }
+
+    pub(crate) fn open_dir(path: &Path) -> Result<Arc<Self>> {
+        let file = File::open(path).map_err(|e| StoreError::io(path.display(), e))?;
+        Ok(Arc::new(SyncFile {
+            file,
+            path: path.to_path_buf(),
+            is_dir: true,
+            queued: AtomicBool::new(false),
+        }))
+    }
+}
+
+struct SyncState {
+    dirty: Vec<Arc<SyncFile>>,
+    /// Last published watermark.
+    synced: u64,
+    flush_wanted: bool,
+    shutdown: bool,
+    /// The thread has exited (after shutdown or a failure); nothing more will be synced.
+    exited: bool,
+}
+
+pub(crate) struct SyncShared {
+    mode: FsyncMode,
+    state: Mutex<SyncState>,
+    /// Wakes the sync thread.
+    wake: Condvar,
+    /// Wakes `flush` callers after a round.
+    round_done: Condvar,
+    /// The store-wide LSN: number of writes handed to the kernel. Changed under `state`.
+    appended: AtomicU64,
+    failed: Mutex<Option<Arc<str>>>,
+    /// The store was closed: writes are refused.
+    closed: AtomicBool,
+    watermark: watch::Sender<SyncWatermark>,
+    hook: Option<SyncHook>,
+    fsyncs: AtomicU64,
+    rounds: AtomicU64,
+    fsync_nanos_total: AtomicU64,
+    fsync_nanos_max: AtomicU64,
+}
+
+impl SyncShared {
+    /// Refuse writes once a sync failed or the store closed.
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if let Some(reason) = &*self.failed.lock() {
+            return Err(StoreError::SyncFailed(reason.to_string()));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::SyncFailed("store closed".into()));
+        }
+        Ok(())
+    }
+
+    /// Put a file on the dirty list without taking an LSN (a directory after creating a file in
+    /// it: the write that follows takes the LSN, and its round covers this too).
+    pub(crate) fn mark_dirty(&self, file: &Arc<SyncFile>) {
+        let mut state = self.state.lock();
+        Self::queue(&mut state, file);
+    }
+
+    /// Record a write to `file` whose bytes are already in the kernel; returns its LSN.
+    pub(crate) fn wrote(&self, file: &Arc<SyncFile>) -> u64 {
+        let mut state = self.state.lock();
+        Self::queue(&mut state, file);
+        let lsn = self.appended.fetch_add(1, Ordering::SeqCst) + 1;
+        drop(state);
+        if self.mode == FsyncMode::Always {
+            self.wake.notify_one();
+        }
+        lsn
+    }
+
+    fn queue(state: &mut SyncState, file: &Arc<SyncFile>) {
+        if !file.queued.swap(true, Ordering::Relaxed) {
+            state.dirty.push(file.clone());
+        }
+    }
+
+    /// The promise for a write with this LSN under the store's mode.
+    pub(crate) fn durable(&self, lsn: u64) -> Durable {
+        match self.mode {
+            FsyncMode::Always => Durable::pending(lsn, self.watermark.subscribe()),
+            // In these modes a write is "durable" once the kernel has it, which it does.
+            FsyncMode::Interval(_) | FsyncMode::Never => Durable::done(),
+        }
+    }
+
+    /// Sync one file now, outside the group-commit loop (directory after an unlink). A failure
+    /// poisons the store like any failed sync.
+    pub(crate) fn sync_now(&self, file: &SyncFile) -> Result<()> {
+        if self.mode == FsyncMode::Never {
+            return Ok(());
+        }
+        self.check_writable()?;
+        self.sync_file(file).map_err(|e| {
+            let reason = format!("sync of {} failed: {e}", file.path.display());
+            self.fail(&reason);
+            StoreError::SyncFailed(reason)
+        })
+    }
+
+    fn sync_file(&self, file: &SyncFile) -> io::Result<()> {
+        if let Some(hook) = &self.hook {
+            hook(&file.path)?;
+        }
+        let start = Instant::now();
+        if file.is_dir {
+            file.file.sync_all()?;
+        } else {
+            file.file.sync_data()?;
+        }
+        let nanos = start.elapsed().as_nanos() as u64;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        self.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn fail(&self, reason: &str) {
+        let mut failed = self.failed.lock();
+        if failed.is_some() {
+            return;
+        }
+        tracing::error!(
+            "{reason}; the store stops accepting writes (dirty pages may have been dropped, \
+             so nothing since the last good sync can be promised)"
+        );
+        let reason: Arc<str> = Arc::from(reason);
+        *failed = Some(reason.clone());
+        drop(failed);
+        self.watermark.send_modify(|w| w.failed = Some(reason));
+        let _state = self.state.lock();
+        self.round_done.notify_all();
+    }
+
+    /// One sync thread's loop.
+    fn run(&self) {
+        let mut next_interval_sync = match self.mode {
+            FsyncMode::Interval(d) => Some(Instant::now() + d),
+            _ => None,
+        };
+        loop {
+            let mut state = self.state.lock();
+            let final_round = loop {
+                if state.shutdown {
+                    break true;
+                }
+                if self.failed.lock().is_some() {
+                    state.exited = true;
+                    self.round_done.notify_all();
+                    return;
+                }
+                let pending = self.appended.load(Ordering::SeqCst) > state.synced;
+                if state.flush_wanted {
+                    break false;
+                }
+                match self.mode {
+                    FsyncMode::Always => {
+                        if pending {
+                            break false;
+                        }
+                        self.wake.wait(&mut state);
+                    }
+                    FsyncMode::Interval(d) => {
+                        let due = next_interval_sync.expect("interval mode has a deadline");
+                        if Instant::now() >= due {
+                            next_interval_sync = Some(Instant::now() + d);
+                            if pending {
+                                break false;
+                            }
+                        }
+                        self.wake.wait_until(&mut state, next_interval_sync.expect("set"));
+                    }
+                    FsyncMode::Never => self.wake.wait(&mut state),
+                }
+            };
+            // Snapshot the target FIRST, then take the dirty list (see the module docs).
+            let target = self.appended.load(Ordering::SeqCst);
+            let dirty = std::mem::take(&mut state.dirty);
+            for file in &dirty {
+                file.queued.store(false, Ordering::Relaxed);
+            }
+            state.flush_wanted = false;
+            drop(state);
+
+            let skip = final_round && self.mode == FsyncMode::Never;
+            if !skip && target > self.published() {
+                for file in &dirty {
+                    if let Err(e) = self.sync_file(file) {
+                        self.fail(&format!("fdatasync of {} failed: {e}", file.path.display()));
+                        break;
+                    }
+                }
+            }
+            drop(dirty);
+            if self.failed.lock().is_some() {
+                let mut state = self.state.lock();
+                state.exited = true;
+                self.round_done.notify_all();
+                return;
+            }
+            if !skip {
+                self.rounds.fetch_add(1, Ordering::Relaxed);
+                self.publish(target);
+            }
+            if final_round {
+                let mut state = self.state.lock();
+                state.exited = true;
+                self.round_done.notify_all();
+                return;
+            }
+        }
+    }
+
+    fn published(&self) -> u64 {
+        self.state.lock().synced
+    }
+
+    fn publish(&self, target: u64) {
+        let mut state = self.state.lock();
+        if target > state.synced {
+            state.synced = target;
+            self.watermark.send_modify(|w| w.synced = target);
+        }
+        self.round_done.notify_all();
+    }
+
+    /// Sync everything written so far and wait for it, whatever the mode.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let target = self.appended.load(Ordering::SeqCst);
+        let mut state = self.state.lock();
+        loop {
+            if let Some(reason) = &*self.failed.lock() {
+                return Err(StoreError::SyncFailed(reason.to_string()));
+            }
+            if state.synced >= target {
+                return Ok(());
+            }
+            if state.exited {
+                return Err(StoreError::SyncFailed("store closed".into()));
+            }
+            state.flush_wanted = true;
+            self.wake.notify_one();
+            self.round_done.wait(&mut state);
+        }
+    }
+
+    pub(crate) fn counters(&self) -> SyncCounters {
+        SyncCounters {
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            rounds: self.rounds.load(Ordering::Relaxed),
+            fsync_seconds_total: self.fsync_nanos_total.load(Ordering::Relaxed) as f64 / 1e9,
+            fsync_seconds_max: self.fsync_nanos_max.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
+    pub(crate) fn watermark(&self) -> watch::Receiver<SyncWatermark> {
+        self.watermark.subscribe()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SyncCounters {
+    pub(crate) fsyncs: u64,
+    pub(crate) rounds: u64,
+    pub(crate) fsync_seconds_total: f64,
+    pub(crate) fsync_seconds_max: f64,
+}
+
+/// Owns the sync thread; stopping it is `close`, which `Drop` calls.
+pub(crate) struct Syncer {
+    pub(crate) shared: Arc<SyncShared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Syncer {
+    pub(crate) fn start(mode: FsyncMode, hook: Option<SyncHook>) -> Result<Syncer> {
+        let (watermark, _) = watch::channel(SyncWatermark::default());
+        let shared = Arc::new(SyncShared {
+            mode,
+            state: Mutex::new(SyncState {
+                dirty: Vec::new(),
+                synced: 0,
+                flush_wanted: false,
+                shutdown: false,
+                exited: false,
+            }),
+            wake: Condvar::new(),
+            round_done: Condvar::new(),
+            appended: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            watermark,
+            hook,
+            fsyncs: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+            fsync_nanos_total: AtomicU64::new(0),
+            fsync_nanos_max: AtomicU64::new(0),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("wharf-store-sync".into())
+            .spawn(move || thread_shared.run())
+            .map_err(|e| StoreError::io("sync thread", e))?;
+        Ok(Syncer { shared, thread: Mutex::new(Some(thread)) })
+    }
+
+    /// Refuse further writes (callers then wait for in-flight writes to finish) and stop.
+    pub(crate) fn refuse_writes(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
+    /// Run a last round (except in `Never` mode) and join the thread.
+    pub(crate) fn stop(&self) {
+        {
+            let mut state = self.shared.state.lock();
+            state.shutdown = true;
+            self.shared.wake.notify_all();
+        }
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.refuse_writes();
+        self.stop();
+    }
+}
+
+/// How long `Interval` mode may sleep at most is the interval itself; this keeps a
+/// zero interval from spinning.
+pub(crate) fn normalize_mode(mode: FsyncMode) -> FsyncMode {
+    match mode {
+        FsyncMode::Interval(d) if d < Duration::from_millis(1) => {
+            FsyncMode::Interval(Duration::from_millis(1))
+        }
+        other => other,
+    }
+}

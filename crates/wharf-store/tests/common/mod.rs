@@ -1,0 +1,51 @@
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wharf_store::file::{FileStore, FileStoreOptions};
+use wharf_store::{FsyncMode, QueueLog, RecordId, RecoveryReport, Store};
+
+pub fn options(segment_size: u64) -> FileStoreOptions {
+    FileStoreOptions { fsync: FsyncMode::Always, segment_size, ..FileStoreOptions::default() }
+}
+
+pub fn open(dir: &Path, segment_size: u64) -> Arc<FileStore> {
+    FileStore::open(dir, options(segment_size)).expect("open store")
+}
+
+/// Open queue `q` and recover it, returning the log, the visited records and the report.
+pub type Visited = Vec<(RecordId, Vec<u8>)>;
+
+pub fn recover(store: &FileStore, q: u64) -> (Arc<dyn QueueLog>, Visited, RecoveryReport) {
+    let log = store.open_queue(q).expect("open queue");
+    let mut seen = Vec::new();
+    let report = log.recover(&mut |id, r| seen.push((id, r.to_vec()))).expect("recover");
+    (log, seen, report)
+}
+
+pub fn queue_dir(dir: &Path, q: u64) -> PathBuf {
+    dir.join("queues").join(format!("{q:016x}"))
+}
+
+pub fn files(dir: &Path, q: u64, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(queue_dir(dir, q))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn seg_path(dir: &Path, q: u64, n: u32) -> PathBuf {
+    queue_dir(dir, q).join(format!("{n:08x}.seg"))
+}
+
+pub fn ack_path(dir: &Path, q: u64, n: u32) -> PathBuf {
+    queue_dir(dir, q).join(format!("{n:08x}.ack"))
+}
+
+pub fn record(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+}
