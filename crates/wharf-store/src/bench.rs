@@ -174,3 +174,96 @@ fn raw_fdatasync_rate(dir: &Path, duration: Duration) -> Result<f64> {
     result.map_err(io)?;
     Ok(n as f64 / seconds)
 }
+
+/// What [`recovery`] measured.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryBenchReport {
+    pub records: u64,
+    pub record_size: usize,
+    pub bytes: u64,
+    pub segments: u64,
+    /// Time of `QueueLog::recover` on a warm page cache (the files were just written).
+    pub seconds: f64,
+    pub mb_per_sec: f64,
+    /// Growth of the process's resident memory across open + recover: the log's bookkeeping
+    /// (plus the scan buffer), since no record bodies are kept.
+    pub rss_growth_bytes: u64,
+}
+
+impl fmt::Display for RecoveryBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "recovery (warm page cache)")?;
+        writeln!(
+            f,
+            "  records                 {} x {} B in {} segments ({:.0} MiB)",
+            self.records,
+            self.record_size,
+            self.segments,
+            self.bytes as f64 / (1 << 20) as f64
+        )?;
+        writeln!(f, "  recover time            {:.3} s ({:.0} MB/s)", self.seconds, self.mb_per_sec)?;
+        write!(f, "  memory growth           {:.1} MiB", self.rss_growth_bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// Write `records` records of `record_size` bytes to one queue (fsync = never, then one flush),
+/// reopen the store, and time the recovery of that queue. The store lives in a fresh
+/// subdirectory of `dir`, removed after.
+pub fn recovery(dir: &Path, records: u64, record_size: usize) -> Result<RecoveryBenchReport> {
+    let store_dir = dir.join(format!("wharf-recovery-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let result = run_recovery(&store_dir, records, record_size.max(1));
+    let _ = std::fs::remove_dir_all(&store_dir);
+    result
+}
+
+fn run_recovery(store_dir: &Path, records: u64, record_size: usize) -> Result<RecoveryBenchReport> {
+    let options = FileStoreOptions { fsync: FsyncMode::Never, ..FileStoreOptions::default() };
+    {
+        let store = FileStore::open(store_dir, options.clone())?;
+        let log = store.open_queue(1)?;
+        log.recover(&mut |_, _| {})?;
+        let mut payload = vec![0u8; record_size];
+        for i in 0..records {
+            payload[..8.min(record_size)].copy_from_slice(&i.to_le_bytes()[..8.min(record_size)]);
+            log.append(&payload)?;
+        }
+        store.flush()?;
+    }
+    let rss_before = resident_bytes();
+    let start = Instant::now();
+    let store = FileStore::open(store_dir, options)?;
+    let log = store.open_queue(1)?;
+    let mut visited = 0u64;
+    let mut bytes = 0u64;
+    let report = log.recover(&mut |_, payload| {
+        visited += 1;
+        bytes += payload.len() as u64;
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let rss_growth_bytes = resident_bytes().saturating_sub(rss_before);
+    if visited != records || report.damage.is_some() {
+        return Err(StoreError::Damaged(1, format!("recovered {visited} of {records}: {report:?}")));
+    }
+    let stats = log.stats();
+    Ok(RecoveryBenchReport {
+        records,
+        record_size,
+        bytes: stats.bytes_on_disk,
+        segments: stats.segments,
+        seconds,
+        mb_per_sec: stats.bytes_on_disk as f64 / 1e6 / seconds,
+        rss_growth_bytes,
+    })
+}
+
+/// Resident set size from `/proc/self/statm` (0 where unavailable).
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}

@@ -7,7 +7,7 @@
 //! offset 8   u32 LE   format version (1)
 //! offset 12  u32 LE   the segment's own number (must match the file name)
 //! offset 16  frames, back to back, each:
-//!              u32 LE  payload length (1 ..= max_record_size; zero is refused)
+//!              u32 LE  payload length (1 ..= 1 GiB; zero is refused)
 //!              u32 LE  crc32c(payload)
 //!              payload bytes
 //! ```
@@ -116,11 +116,13 @@ impl ScanEnd {
 
 /// Read every frame of a segment from `HEADER_LEN` to `file_len` in big sequential chunks,
 /// verifying each CRC, and call `visit(offset, payload)` for each good frame in order. Stops at
-/// the first bad frame and says why.
+/// the first bad frame and says why. A length of 0 or above `length_limit` is impossible.
+/// Recovery passes the format's hard limit, not the configured `max_record_size`: lowering that
+/// admission limit must not make records written under the old one look like damage.
 pub(crate) fn scan_frames(
     file: &File,
     file_len: u64,
-    max_record_size: usize,
+    length_limit: usize,
     visit: &mut dyn FnMut(u32, &[u8]),
 ) -> io::Result<ScanEnd> {
     let mut buf: Vec<u8> = Vec::new();
@@ -143,7 +145,7 @@ pub(crate) fn scan_frames(
         let (len, crc) = decode_frame_header(&buf[pos..pos + FRAME_HEADER_LEN as usize]);
         let frame_len = FRAME_HEADER_LEN + u64::from(len);
         let end = at + frame_len;
-        if len == 0 || len as usize > max_record_size {
+        if len == 0 || len as usize > length_limit {
             // Impossible length. If the frame claims to run past EOF it is indistinguishable
             // from a torn write, and treated as one; otherwise it is damage.
             if end > file_len {

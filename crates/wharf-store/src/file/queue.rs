@@ -271,6 +271,17 @@ impl FileQueueLog {
         Ok(())
     }
 
+    /// Delete a segment retired by a successful append or settle. A failure is logged, not
+    /// returned: the caller's write did happen, and reporting it as failed would invite a
+    /// duplicate. The files left behind are fully settled and go at the next recovery; a failed
+    /// directory sync has already stopped the store.
+    fn delete_retired(&self, segment: Segment) {
+        let number = segment.number;
+        if let Err(e) = self.delete_segment_files(segment) {
+            tracing::error!(queue = self.id, segment = number, error = %e, "deleting a settled segment failed");
+        }
+    }
+
     pub(crate) fn mark_removed(&self) {
         let mut state = self.state.lock();
         state.removed = true;
@@ -359,7 +370,7 @@ impl QueueLog for FileQueueLog {
 
         self.counters.appended.fetch_add(1, Ordering::Relaxed);
         if let Some(old) = retired {
-            self.delete_segment_files(old)?;
+            self.delete_retired(old);
         }
         Ok((RecordId { segment: number, offset }, self.sync.durable(lsn)))
     }
@@ -415,7 +426,7 @@ impl QueueLog for FileQueueLog {
 
         self.counters.settled.fetch_add(1, Ordering::Relaxed);
         if let Some(segment) = deletable {
-            self.delete_segment_files(segment)?;
+            self.delete_retired(segment);
         }
         Ok(self.sync.durable(lsn))
     }

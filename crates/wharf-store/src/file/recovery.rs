@@ -25,6 +25,7 @@ use super::queue::{
     Segment,
 };
 use super::sync::SyncFile;
+use super::MAX_RECORD_SIZE;
 use crate::{RecordId, RecoveryReport, Result, StoreError};
 
 /// Parse `XXXXXXXX.seg` / `XXXXXXXX.ack`.
@@ -161,7 +162,7 @@ impl FileQueueLog {
                     visit(RecordId { segment: number, offset }, payload);
                 }
             };
-            let end = format::scan_frames(&seg_handle.file, file_len, self.max_record_size, &mut scan_visit)
+            let end = format::scan_frames(&seg_handle.file, file_len, MAX_RECORD_SIZE, &mut scan_visit)
                 .map_err(|e| StoreError::io(seg_path.display(), e))?;
             report.live_records += live;
             let good_end = end.good_end(file_len);

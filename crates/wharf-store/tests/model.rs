@@ -1,0 +1,118 @@
+//! Random append / settle / reopen sequences against a `BTreeMap` model: after every reopen,
+//! recovery must visit exactly the model's live records, in log order.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use proptest::prelude::*;
+use wharf_store::{RecordId, Store};
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Append a record of this size (1..=300 bytes) to queue 0 or 1.
+    Append { queue: u64, size: usize },
+    /// Settle the n-th live record (mod the live count) of a queue.
+    Settle { queue: u64, pick: usize },
+    /// Move a queue's stragglers forward, as the engine does.
+    MoveStragglers { queue: u64 },
+    /// Close the store and open it again.
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..2u64, 1..300usize).prop_map(|(queue, size)| Op::Append { queue, size }),
+        4 => (0..2u64, any::<usize>()).prop_map(|(queue, pick)| Op::Settle { queue, pick }),
+        1 => (0..2u64).prop_map(|queue| Op::MoveStragglers { queue }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+type Model = [BTreeMap<RecordId, Vec<u8>>; 2];
+
+fn check_recovery(dir: &std::path::Path, segment_size: u64, model: &Model) {
+    let store = open(dir, segment_size);
+    for q in 0..2u64 {
+        let (log, seen, report) = recover(&store, q);
+        assert_eq!(report.damage, None);
+        assert_eq!(report.truncated_bytes, 0);
+        let expected: Vec<(RecordId, Vec<u8>)> =
+            model[q as usize].iter().map(|(k, v)| (*k, v.clone())).collect();
+        assert_eq!(seen, expected, "queue {q}");
+        assert_eq!(log.stats().live_records, expected.len() as u64);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn recovery_matches_the_model(
+        ops in proptest::collection::vec(op(), 1..120),
+        segment_size in prop_oneof![Just(200u64), Just(700), Just(4096)],
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut model: Model = Default::default();
+        let mut counter = 0usize;
+        let mut store = open(tmp.path(), segment_size);
+        for q in 0..2 {
+            recover(&store, q);
+        }
+        for op in ops {
+            match op {
+                Op::Append { queue, size } => {
+                    counter += 1;
+                    let body = record(counter, size);
+                    let log = store.open_queue(queue).unwrap();
+                    let (id, durable) = log.append(&body).unwrap();
+                    durable.wait_blocking().unwrap();
+                    prop_assert!(model[queue as usize].insert(id, body).is_none(), "id reused");
+                }
+                Op::Settle { queue, pick } => {
+                    let live = &mut model[queue as usize];
+                    if live.is_empty() {
+                        continue;
+                    }
+                    let id = *live.keys().nth(pick % live.len()).unwrap();
+                    let log = store.open_queue(queue).unwrap();
+                    prop_assert_eq!(log.read(id).unwrap(), live[&id].clone());
+                    log.settle(id).unwrap().wait_blocking().unwrap();
+                    live.remove(&id);
+                }
+                Op::MoveStragglers { queue } => {
+                    let log = store.open_queue(queue).unwrap();
+                    for id in log.stragglers() {
+                        let body = log.read(id).unwrap();
+                        let (new_id, _) = log.append(&body).unwrap();
+                        log.settle(id).unwrap();
+                        let live = &mut model[queue as usize];
+                        live.remove(&id);
+                        live.insert(new_id, body);
+                    }
+                    store.flush().unwrap();
+                }
+                Op::Reopen => {
+                    drop(store);
+                    check_recovery(tmp.path(), segment_size, &model);
+                    store = open(tmp.path(), segment_size);
+                    for q in 0..2 {
+                        recover(&store, q);
+                    }
+                }
+            }
+        }
+        // Settled segments other than the newest are gone from the disk.
+        for q in 0..2u64 {
+            let log = store.open_queue(q).unwrap();
+            let segments_with_live: std::collections::BTreeSet<u32> =
+                model[q as usize].keys().map(|id| id.segment).collect();
+            let on_disk = files(tmp.path(), q, "seg").len() as u64;
+            prop_assert_eq!(log.stats().segments, on_disk);
+            prop_assert!(on_disk <= segments_with_live.len() as u64 + 1);
+        }
+        drop(store);
+        check_recovery(tmp.path(), segment_size, &model);
+    }
+}
