@@ -146,7 +146,7 @@ impl FileStore {
         let queues_dir_file = SyncFile::open_dir(&queues_dir)?;
         raise_open_file_limit();
 
-        let syncer = Syncer::start(options.fsync, hook)?;
+        let syncer = Syncer::start(options.fsync, hook, SyncFile::open_dir(dir)?)?;
         tracing::info!(dir = %dir.display(), fsync = %options.fsync, "file store open");
         Ok(Arc::new(FileStore {
             dir: dir.to_path_buf(),

@@ -97,6 +97,8 @@ pub(crate) struct SyncShared {
     closed: AtomicBool,
     watermark: watch::Sender<SyncWatermark>,
     hook: Option<SyncHook>,
+    /// The store's directory.
+    root: Arc<SyncFile>,
     fsyncs: AtomicU64,
     rounds: AtomicU64,
     fsync_nanos_total: AtomicU64,
@@ -119,13 +121,13 @@ impl SyncShared {
     /// it: the write that follows takes the LSN, and its round covers this too).
     pub(crate) fn mark_dirty(&self, file: &Arc<SyncFile>) {
         let mut state = self.state.lock();
-        Self::queue(&mut state, file);
+        self.queue(&mut state, file);
     }
 
     /// Record a write to `file` whose bytes are already in the kernel; returns its LSN.
     pub(crate) fn wrote(&self, file: &Arc<SyncFile>) -> u64 {
         let mut state = self.state.lock();
-        Self::queue(&mut state, file);
+        self.queue(&mut state, file);
         let lsn = self.appended.fetch_add(1, Ordering::SeqCst) + 1;
         drop(state);
         if self.mode == FsyncMode::Always {
@@ -134,7 +136,12 @@ impl SyncShared {
         lsn
     }
 
-    fn queue(state: &mut SyncState, file: &Arc<SyncFile>) {
+    fn queue(&self, state: &mut SyncState, file: &Arc<SyncFile>) {
+        // `Never` keeps no dirty list: nothing would drain it, and it would hold deleted
+        // segments open (and their disk space allocated). Its `flush` uses `syncfs` instead.
+        if self.mode == FsyncMode::Never {
+            return;
+        }
         if !file.queued.swap(true, Ordering::Relaxed) {
             state.dirty.push(file.clone());
         }
@@ -172,6 +179,25 @@ impl SyncShared {
             file.file.sync_all()?;
         } else {
             file.file.sync_data()?;
+        }
+        let nanos = start.elapsed().as_nanos() as u64;
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        self.fsync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `syncfs` on the file system holding the store: `Never` mode's `flush`, which has no
+    /// dirty list to work from.
+    fn sync_filesystem(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if let Some(hook) = &self.hook {
+            hook(&self.root.path)?;
+        }
+        let start = Instant::now();
+        // SAFETY: syncfs takes a file descriptor we own for the duration of the call.
+        if unsafe { libc::syncfs(self.root.file.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
         }
         let nanos = start.elapsed().as_nanos() as u64;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +274,11 @@ impl SyncShared {
             drop(state);
 
             let skip = final_round && self.mode == FsyncMode::Never;
-            if !skip && target > self.published() {
+            if !skip && target > self.published() && self.mode == FsyncMode::Never {
+                if let Err(e) = self.sync_filesystem() {
+                    self.fail(&format!("syncfs of {} failed: {e}", self.root.path.display()));
+                }
+            } else if !skip && target > self.published() {
                 for file in &dirty {
                     if let Err(e) = self.sync_file(file) {
                         self.fail(&format!("fdatasync of {} failed: {e}", file.path.display()));
@@ -338,7 +368,7 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn start(mode: FsyncMode, hook: Option<SyncHook>) -> Result<Syncer> {
+    pub(crate) fn start(mode: FsyncMode, hook: Option<SyncHook>, root: Arc<SyncFile>) -> Result<Syncer> {
         let (watermark, _) = watch::channel(SyncWatermark::default());
         let shared = Arc::new(SyncShared {
             mode,
@@ -356,6 +386,7 @@ impl Syncer {
             closed: AtomicBool::new(false),
             watermark,
             hook,
+            root,
             fsyncs: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             fsync_nanos_total: AtomicU64::new(0),
