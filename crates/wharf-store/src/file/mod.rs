@@ -146,7 +146,15 @@ impl FileStore {
         let queues_dir_file = SyncFile::open_dir(&queues_dir)?;
         raise_open_file_limit();
 
-        let syncer = Syncer::start(options.fsync, hook, SyncFile::open_dir(dir)?)?;
+        let root = SyncFile::open_dir(dir)?;
+        if options.fsync != FsyncMode::Never {
+            // A previous process killed with writes still in the page cache left them there,
+            // unsynced. Make them durable before recovery reads them, so that nothing recovery
+            // hands to the engine (records, settles, cut tails) can be taken back by a later
+            // power cut. One `syncfs` is far cheaper than syncing every file of every queue.
+            sync::syncfs(&root.file).map_err(|e| StoreError::io(dir.display(), e))?;
+        }
+        let syncer = Syncer::start(options.fsync, hook, root)?;
         tracing::info!(dir = %dir.display(), fsync = %options.fsync, "file store open");
         Ok(Arc::new(FileStore {
             dir: dir.to_path_buf(),

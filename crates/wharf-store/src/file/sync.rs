@@ -190,15 +190,11 @@ impl SyncShared {
     /// `syncfs` on the file system holding the store: `Never` mode's `flush`, which has no
     /// dirty list to work from.
     fn sync_filesystem(&self) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         if let Some(hook) = &self.hook {
             hook(&self.root.path)?;
         }
         let start = Instant::now();
-        // SAFETY: syncfs takes a file descriptor we own for the duration of the call.
-        if unsafe { libc::syncfs(self.root.file.as_raw_fd()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        syncfs(&self.root.file)?;
         let nanos = start.elapsed().as_nanos() as u64;
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.fsync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
@@ -351,6 +347,16 @@ impl SyncShared {
     pub(crate) fn watermark(&self) -> watch::Receiver<SyncWatermark> {
         self.watermark.subscribe()
     }
+}
+
+/// `syncfs(2)`: write back everything dirty on the file system holding `file`.
+pub(crate) fn syncfs(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open during the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, Default)]
