@@ -274,7 +274,10 @@ impl SyncShared {
                 if let Err(e) = self.sync_filesystem() {
                     self.fail(&format!("syncfs of {} failed: {e}", self.root.path.display()));
                 }
-            } else if !skip && target > self.published() {
+            } else if !skip {
+                // Every file taken is synced, even when `target` did not move: a directory
+                // queued for a new segment whose first write then failed carries no LSN of its
+                // own, and dropping it unsynced would leave the segment's name volatile.
                 for file in &dirty {
                     if let Err(e) = self.sync_file(file) {
                         self.fail(&format!("fdatasync of {} failed: {e}", file.path.display()));
