@@ -298,21 +298,43 @@ fn damage_in_an_older_segment_keeps_later_segments() {
         (0..9).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
     };
     assert_eq!(ids[8].segment, 2);
-    // The last record of segment 0 fails its CRC: in an older segment that is damage.
-    flip(&seg_path(tmp.path(), 1, 0), 72 + 8 + 3);
+    // The middle record of segment 0 fails its CRC, with a good record after it: damage.
+    flip(&seg_path(tmp.path(), 1, 0), 44 + 8 + 3);
     let store = open(tmp.path(), 16 + 3 * 28);
     let (log, seen, report) = recover(&store, 1);
     let damage = report.damage.unwrap();
     assert!(damage.contains("segment 00000000"), "{damage}");
     let visited: Vec<RecordId> = seen.iter().map(|(id, _)| *id).collect();
-    let mut expected = ids[..2].to_vec();
+    let mut expected = ids[..1].to_vec();
     expected.extend_from_slice(&ids[3..]);
     assert_eq!(visited, expected);
     // The damaged segment is pinned: settling its good records does not delete it.
     log.settle(ids[0]).unwrap();
-    log.settle(ids[1]).unwrap();
     assert!(seg_path(tmp.path(), 1, 0).exists());
     assert!(log.stragglers().iter().all(|id| id.segment != 0));
+}
+
+#[test]
+fn torn_tail_of_an_older_segment_is_cut_not_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids: Vec<RecordId> = {
+        let store = open(tmp.path(), 16 + 3 * 28);
+        let (log, _, _) = recover(&store, 1);
+        (0..9).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
+    };
+    // A power cut right after rotation can leave the old segment's unsynced last write torn.
+    let path = seg_path(tmp.path(), 1, 0);
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(16 + 2 * 28 + 10).unwrap();
+    drop(file);
+    let store = open(tmp.path(), 16 + 3 * 28);
+    let (_, seen, report) = recover(&store, 1);
+    assert_eq!(report.damage, None);
+    assert_eq!(report.truncated_bytes, 10);
+    let visited: Vec<RecordId> = seen.iter().map(|(id, _)| *id).collect();
+    let mut expected = ids[..2].to_vec();
+    expected.extend_from_slice(&ids[3..]);
+    assert_eq!(visited, expected);
 }
 
 #[test]

@@ -4,12 +4,11 @@
 //! Rules (see the crate README for the reasoning):
 //! - An `.ack` without its `.seg` is left over from an interrupted segment deletion: removed.
 //! - An `.ack` whose length is not a multiple of 4 ends in a torn entry: cut to whole entries.
-//! - Newest segment: a frame that runs past the end of the file, a final frame that fails its
-//!   CRC, or a bad frame followed only by zero bytes, is a torn tail: the file is truncated to
-//!   the last good frame and synced, and `truncated_bytes` reports it. A newest segment shorter
+//! - Any segment: a frame that runs past the end of the file, a final frame that fails its CRC,
+//!   or a bad frame followed only by zero bytes, is a torn tail: the file is truncated to the
+//!   last good frame and synced, and `truncated_bytes` reports it. A newest segment shorter
 //!   than its header whose bytes are a prefix of the header is a torn creation: removed.
-//! - Anything else bad (bad header; bad frame in the middle of the newest segment; any bad frame
-//!   in an older segment) is damage: the good records before it are visited, the files are left
+//! - Anything else bad (bad header; a bad frame with good data after it) is damage: the good records before it are visited, the files are left
 //!   untouched, and the segment is pinned (never appended to, never deleted). Other segments
 //!   are still read: each segment file is framed independently, so damage in one cannot
 //!   mislead the parse of another.
@@ -169,14 +168,15 @@ impl FileQueueLog {
             segment.data_end = good_end;
             let stray_acks = acked.len() - matched;
 
+            // A torn tail is normal in any segment, not only the newest: the last write to a
+            // segment before it was rotated may be unsynced when the power goes (it was never
+            // confirmed in `always` mode, and `interval`/`never` promise nothing across power
+            // loss), so cutting it loses nothing that was promised.
             let torn = match &end {
                 ScanEnd::Clean => false,
-                ScanEnd::Incomplete { .. } | ScanEnd::BadAtEof { .. } => is_newest,
-                ScanEnd::Bad { at, .. } => {
-                    is_newest
-                        && format::is_zero_from(&segment.seg.file, *at, file_len)
-                            .map_err(|e| StoreError::io(seg_path.display(), e))?
-                }
+                ScanEnd::Incomplete { .. } | ScanEnd::BadAtEof { .. } => true,
+                ScanEnd::Bad { at, .. } => format::is_zero_from(&segment.seg.file, *at, file_len)
+                    .map_err(|e| StoreError::io(seg_path.display(), e))?,
             };
             if torn {
                 let cut = file_len - good_end;
@@ -184,7 +184,7 @@ impl FileQueueLog {
                     queue = self.id,
                     segment = number,
                     bytes = cut,
-                    "cutting a torn write off the end of the newest segment"
+                    "cutting a torn write off the end of a segment"
                 );
                 segment.seg.file.set_len(good_end).map_err(|e| StoreError::io(seg_path.display(), e))?;
                 self.sync.sync_now(&segment.seg)?;
