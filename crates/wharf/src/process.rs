@@ -138,7 +138,11 @@ impl Drop for ServerProcess {
 }
 
 pub fn signal(pid: u32, signal: libc::c_int) -> anyhow::Result<()> {
-    let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
+    signal_pid(libc::pid_t::try_from(pid).context("pid out of range")?, signal)
+}
+
+/// kill(2) with a raw pid: negative means a whole process group.
+pub fn signal_pid(pid: libc::pid_t, signal: libc::c_int) -> anyhow::Result<()> {
     // SAFETY: kill(2) has no memory-safety preconditions; it only sends a signal.
     if unsafe { libc::kill(pid, signal) } != 0 {
         return Err(std::io::Error::last_os_error()).context("kill(2)");

@@ -45,6 +45,16 @@ pub struct StartupArgs {
     /// How many cold starts to time.
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
+    /// A peer broker to time the same way, as a shell command (run in its own process group,
+    /// killed after each run), e.g. "rabbitmq-server".
+    #[arg(long, requires = "peer_port")]
+    pub peer_command: Option<String>,
+    /// The TCP port on 127.0.0.1 that says the peer is accepting connections.
+    #[arg(long)]
+    pub peer_port: Option<u16>,
+    /// Cold starts of the peer (it is usually much slower than wharf).
+    #[arg(long, default_value_t = 3)]
+    pub peer_runs: usize,
 }
 
 #[derive(Args, Debug)]
