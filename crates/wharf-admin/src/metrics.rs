@@ -5,11 +5,14 @@ use std::fmt::Write;
 
 use crate::{QueueSample, Snapshot};
 
+/// A per-queue metric: name, type, help text, and how to read it from a sample.
+type QueueMetric = (&'static str, &'static str, &'static str, fn(&QueueSample) -> u64);
+
 /// Render a snapshot as Prometheus text.
 pub fn render_metrics(snapshot: &Snapshot) -> String {
     let mut out = String::with_capacity(1024 + snapshot.queues.len() * 800);
 
-    let queue_metrics: [(&str, &str, &str, fn(&QueueSample) -> u64); 10] = [
+    let queue_metrics: [QueueMetric; 10] = [
         ("wharf_queue_messages_ready", "gauge", "Messages ready for delivery.", |q| q.ready),
         ("wharf_queue_messages_in_flight", "gauge", "Messages delivered and not yet settled.", |q| {
             q.in_flight

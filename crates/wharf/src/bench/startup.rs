@@ -47,7 +47,10 @@ pub fn run(args: StartupArgs) -> anyhow::Result<()> {
         print_times("spawn -> accepting on its port", &mut peer_times);
         println!("  idle resident memory after 1 s (whole process group): {:.1} MB", peer_rss as f64 / 1e6);
         let median = |t: &[Duration]| t[t.len() / 2].as_secs_f64();
-        println!("ratio: the peer takes {:.0}x as long to start as wharf", median(&peer_times) / median(&times));
+        println!(
+            "ratio: the peer takes {:.0}x as long to start as wharf",
+            median(&peer_times) / median(&times)
+        );
     }
     Ok(())
 }
