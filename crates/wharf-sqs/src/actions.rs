@@ -1,0 +1,1067 @@
+//! The SQS actions. Each takes the action's input document (see `wire`) and returns its output
+//! document; nothing here knows the wire protocol.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+use wharf_core::message::AttributeValue;
+use wharf_core::{
+    Broker, CoreError, Delivery, Message, Properties, Queue, QueueKind, QueueSettings, Receipt,
+    ReceiveRequest, SendOptions, VHost,
+};
+use wharf_store::Durable;
+
+use crate::attributes::{self, ArnContext, CREATED, MODIFIED, TAG_PREFIX};
+use crate::digest::md5_hex;
+use crate::error::{ErrorCode, SqsError, SqsResult};
+use crate::message::{self, MessageAttribute};
+use crate::wire::Params;
+use crate::SqsConfig;
+
+/// Longest queue name, `.fifo` included.
+pub const MAX_QUEUE_NAME_LEN: usize = 80;
+/// Most entries in one batch request.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+/// Longest batch entry id.
+pub const MAX_BATCH_ID_LEN: usize = 80;
+/// Sum of message sizes in one SendMessageBatch.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// ListQueues / ListDeadLetterSourceQueues page size.
+pub const MAX_LIST_RESULTS: i64 = 1000;
+/// A second PurgeQueue within this window is PurgeQueueInProgress.
+pub const PURGE_WINDOW_MS: u64 = 60_000;
+/// Tags per queue (AWS's documented recommendation, enforced here).
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_KEY_LEN: usize = 128;
+pub const MAX_TAG_VALUE_LEN: usize = 256;
+
+/// Per-request facts the actions need.
+pub struct RequestContext {
+    /// The Host header, for queue URLs the caller can reach.
+    pub host: String,
+    /// SigV4 access key of the caller, if signed (reported as SenderId).
+    pub access_key: Option<String>,
+}
+
+/// Front-end state that the engine has no place for.
+pub struct Sqs {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) config: SqsConfig,
+    /// Queue id → when its last purge started (engine clock, ms).
+    purges: Mutex<HashMap<u64, u64>>,
+}
+
+pub const ACTIONS: &[&str] = &[
+    "CreateQueue",
+    "DeleteQueue",
+    "GetQueueUrl",
+    "ListQueues",
+    "GetQueueAttributes",
+    "SetQueueAttributes",
+    "PurgeQueue",
+    "SendMessage",
+    "SendMessageBatch",
+    "ReceiveMessage",
+    "DeleteMessage",
+    "DeleteMessageBatch",
+    "ChangeMessageVisibility",
+    "ChangeMessageVisibilityBatch",
+    "ListDeadLetterSourceQueues",
+    "TagQueue",
+    "UntagQueue",
+    "ListQueueTags",
+    "AddPermission",
+    "RemovePermission",
+    "StartMessageMoveTask",
+    "CancelMessageMoveTask",
+    "ListMessageMoveTasks",
+];
+
+/// Valid SQS queue name: `[A-Za-z0-9_-]{1,80}`, FIFO ones ending in `.fifo` (counted).
+pub fn valid_queue_name(name: &str) -> bool {
+    let base = name.strip_suffix(".fifo").unwrap_or(name);
+    !base.is_empty()
+        && name.len() <= MAX_QUEUE_NAME_LEN
+        && base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The queue name in a queue URL (or a bare name). Only the last path segment counts: the host
+/// and account are whatever the client was given and are not checked.
+pub fn queue_name_from_url(url: &str) -> &str {
+    let path = match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            rest.find('/').map_or("", |j| &rest[j..])
+        }
+        None => url,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("")
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(u64::try_from(n).unwrap_or(0))
+}
+
+fn ranged(p: Params<'_>, name: &str, lo: i64, hi: i64, reason: &str) -> SqsResult<Option<i64>> {
+    match p.int_opt(name)? {
+        Some(n) if !(lo..=hi).contains(&n) => Err(SqsError::invalid_param(name, n, reason)),
+        other => Ok(other),
+    }
+}
+
+async fn wait_durable(d: Durable) -> SqsResult<()> {
+    d.wait().await.map_err(SqsError::internal)
+}
+
+fn failed_entry(id: &str, e: &SqsError) -> Value {
+    json!({"Id": id, "SenderFault": e.code.sender_fault(), "Code": e.code.json_type(), "Message": e.message})
+}
+
+/// A parsed, validated SendMessage (or batch entry), before it reaches the engine.
+struct Outgoing {
+    body: String,
+    attributes: Vec<MessageAttribute>,
+    system: Vec<MessageAttribute>,
+    delay: Option<Duration>,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        self.body.len() + self.attributes.iter().map(MessageAttribute::size).sum::<usize>()
+    }
+}
+
+impl Sqs {
+    pub fn new(broker: Arc<Broker>, config: SqsConfig) -> Self {
+        Sqs { broker, config, purges: Mutex::new(HashMap::new()) }
+    }
+
+    fn vhost(&self) -> SqsResult<Arc<VHost>> {
+        self.broker.vhost(&self.config.vhost).map_err(SqsError::internal)
+    }
+
+    fn arn_ctx(&self) -> ArnContext<'_> {
+        ArnContext { region: &self.config.region, account: &self.config.account_id }
+    }
+
+    fn url(&self, ctx: &RequestContext, name: &str) -> String {
+        format!("http://{}/{}/{}", ctx.host, self.config.account_id, name)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.broker.clock().now_ms()
+    }
+
+    /// The queue a QueueUrl names. Queues other protocols made with names SQS cannot spell,
+    /// and other connections' exclusive queues, do not exist as far as SQS is concerned.
+    fn queue(&self, p: Params<'_>) -> SqsResult<Arc<Queue>> {
+        let url = p.str_req("QueueUrl")?;
+        self.queue_named(queue_name_from_url(url))
+    }
+
+    fn queue_named(&self, name: &str) -> SqsResult<Arc<Queue>> {
+        if !valid_queue_name(name) {
+            return Err(SqsError::no_queue());
+        }
+        let q = self.vhost()?.queue(name)?;
+        if q.settings().exclusive_owner.is_some() {
+            return Err(SqsError::no_queue());
+        }
+        Ok(q)
+    }
+
+    /// Queues SQS can see, sorted by name.
+    fn sqs_queues(&self) -> SqsResult<Vec<Arc<Queue>>> {
+        let mut qs: Vec<Arc<Queue>> = self
+            .vhost()?
+            .queues()
+            .into_iter()
+            .filter(|q| valid_queue_name(q.name()) && q.settings().exclusive_owner.is_none())
+            .collect();
+        qs.sort_by(|a, b| a.name().cmp(b.name()));
+        Ok(qs)
+    }
+
+    pub async fn call(&self, action: &str, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+        match action {
+            "CreateQueue" => self.create_queue(p, ctx),
+            "DeleteQueue" => self.delete_queue(p),
+            "GetQueueUrl" => self.get_queue_url(p, ctx),
+            "ListQueues" => self.list_queues(p, ctx),
+            "GetQueueAttributes" => self.get_queue_attributes(p),
+            "SetQueueAttributes" => self.set_queue_attributes(p),
+            "PurgeQueue" => self.purge_queue(p),
+            "SendMessage" => self.send_message(p, ctx).await,
+            "SendMessageBatch" => self.send_message_batch(p, ctx).await,
+            "ReceiveMessage" => self.receive_message(p).await,
+            "DeleteMessage" => self.delete_message(p).await,
+            "DeleteMessageBatch" => self.delete_message_batch(p).await,
+            "ChangeMessageVisibility" => self.change_message_visibility(p),
+            "ChangeMessageVisibilityBatch" => self.change_message_visibility_batch(p),
+            "ListDeadLetterSourceQueues" => self.list_dead_letter_source_queues(p, ctx),
+            "TagQueue" => self.tag_queue(p),
+            "UntagQueue" => self.untag_queue(p),
+            "ListQueueTags" => self.list_queue_tags(p),
+            "AddPermission" => self.add_permission(p),
+            "RemovePermission" => self.remove_permission(p),
+            "StartMessageMoveTask" | "CancelMessageMoveTask" | "ListMessageMoveTasks" => Err(SqsError::new(
+                ErrorCode::UnsupportedOperation,
+                format!("{action} is not supported by this server yet."),
+            )),
+            _ => Err(SqsError::new(
+                ErrorCode::InvalidAction,
+                format!("The action {action} is not valid for this endpoint."),
+            )),
+        }
+    }
+
+    // ---- queues --------------------------------------------------------------------------
+
+    fn create_queue(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+        let name = p.str_req("QueueName")?;
+        let attrs = p.str_map("Attributes")?;
+        let mut tags = p.str_map("tags")?;
+        tags.extend(p.str_map("Tags")?);
+        let fifo_name = name.ends_with(".fifo");
+        let fifo_attr = match attrs.get("FifoQueue") {
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(_) => {
+                return Err(SqsError::new(
+                    ErrorCode::InvalidAttributeValue,
+                    "Invalid value for the parameter FifoQueue.",
+                ))
+            }
+            None => false,
+        };
+        if !valid_queue_name(name) || fifo_name != fifo_attr {
+            return Err(SqsError::invalid(if fifo_attr || fifo_name {
+                "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, \
+                 must end with .fifo suffix and be 1 to 80 in length."
+            } else {
+                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length"
+            }));
+        }
+        check_tags(&tags)?;
+        let vhost = self.vhost()?;
+        if let Ok(existing) = vhost.queue(name) {
+            return self.create_existing(&existing, &attrs, ctx);
+        }
+        let mut settings = if fifo_attr { QueueSettings::fifo() } else { QueueSettings::default() };
+        settings.durable = true;
+        attributes::apply(&mut settings, &attrs, true)?;
+        self.check_redrive_allowed(name, &settings)?;
+        let now = (self.now_ms() / 1000).to_string();
+        settings.attributes.insert(CREATED.to_owned(), now.clone());
+        settings.attributes.insert(MODIFIED.to_owned(), now);
+        for (k, v) in &tags {
+            settings.attributes.insert(format!("{TAG_PREFIX}{k}"), v.clone());
+        }
+        match vhost.declare_queue(name, settings) {
+            Ok(_) => Ok(json!({"QueueUrl": self.url(ctx, name)})),
+            // Lost a race with another CreateQueue of the same name: judge against the winner.
+            Err(CoreError::PreconditionFailed { .. }) => {
+                let existing = vhost.queue(name)?;
+                self.create_existing(&existing, &attrs, ctx)
+            }
+            Err(CoreError::InvalidArgument(m)) => Err(SqsError::invalid(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// CreateQueue of a name that exists: fine if every attribute given matches.
+    fn create_existing(
+        &self,
+        q: &Arc<Queue>,
+        attrs: &BTreeMap<String, String>,
+        ctx: &RequestContext,
+    ) -> SqsResult<Value> {
+        let s = q.settings();
+        if s.exclusive_owner.is_some() {
+            return Err(SqsError::new(ErrorCode::QueueNameExists, "A queue with this name already exists."));
+        }
+        let stats = q.stats();
+        let arn = self.arn_ctx();
+        for (name, requested) in attrs {
+            let same = if name == "FifoQueue" {
+                requested.eq_ignore_ascii_case("true") == (s.kind == QueueKind::Fifo)
+            } else {
+                if !attributes::is_readable(name) {
+                    return Err(attributes::unknown_attribute(name));
+                }
+                let current = attributes::read(name, q.name(), &s, &stats, &arn);
+                attributes::same_value(name, requested, current.as_deref())
+            };
+            if !same {
+                return Err(SqsError::new(
+                    ErrorCode::QueueNameExists,
+                    format!("A queue already exists with the same name and a different value for attribute {name}"),
+                ));
+            }
+        }
+        Ok(json!({"QueueUrl": self.url(ctx, q.name())}))
+    }
+
+    /// The dead-letter queue's RedriveAllowPolicy must admit `source`.
+    fn check_redrive_allowed(&self, source: &str, settings: &QueueSettings) -> SqsResult<()> {
+        let Some(r) = &settings.redrive else { return Ok(()) };
+        let Ok(dlq) = self.vhost()?.queue(&r.dead_letter_queue) else {
+            return Err(SqsError::invalid(format!(
+                "Value {} for parameter RedrivePolicy is invalid. Reason: Dead letter target does not exist.",
+                self.arn_ctx().arn(&r.dead_letter_queue)
+            )));
+        };
+        let dlq_settings = dlq.settings();
+        if let Some(policy) = attributes::verbatim(&dlq_settings, "RedriveAllowPolicy") {
+            let allow = attributes::parse_redrive_allow(policy)?;
+            if !allow.allows(&self.arn_ctx().arn(source)) {
+                return Err(SqsError::invalid(format!(
+                    "Value for parameter RedrivePolicy is invalid. Reason: Queue {} does not allow {source} \
+                     to use it as its dead-letter queue (RedriveAllowPolicy).",
+                    r.dead_letter_queue
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_queue(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        self.vhost()?.delete_queue(q.name(), false, false)?;
+        self.purges.lock().remove(&q.id());
+        Ok(json!({}))
+    }
+
+    fn get_queue_url(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+        let name = p.str_req("QueueName")?;
+        let q = self.queue_named(name)?;
+        Ok(json!({"QueueUrl": self.url(ctx, q.name())}))
+    }
+
+    /// One page of `names` after NextToken (MaxResults given: with a NextToken if more remain).
+    fn page(
+        &self,
+        p: Params<'_>,
+        names: Vec<String>,
+        ctx: &RequestContext,
+        member: &str,
+    ) -> SqsResult<Value> {
+        let max = ranged(p, "MaxResults", 1, MAX_LIST_RESULTS, "MaxResults must be between 1 and 1000.")?;
+        let after = match p.str_opt("NextToken")? {
+            Some(t) if !t.is_empty() => Some(decode_token(t)?),
+            _ => None,
+        };
+        let start = after.map_or(0, |a| names.partition_point(|n| n.as_str() <= a.as_str()));
+        let limit = usize::try_from(max.unwrap_or(MAX_LIST_RESULTS)).unwrap_or(1000);
+        let page: Vec<&String> = names[start..].iter().take(limit).collect();
+        let mut out = Map::new();
+        if !page.is_empty() {
+            out.insert(member.into(), page.iter().map(|n| Value::String(self.url(ctx, n))).collect());
+        }
+        if max.is_some() && start + page.len() < names.len() {
+            if let Some(last) = page.last() {
+                out.insert("NextToken".into(), Value::String(encode_token(last)));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn list_queues(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+        let prefix = p.str_opt("QueueNamePrefix")?.unwrap_or("");
+        let names = self
+            .sqs_queues()?
+            .iter()
+            .map(|q| q.name().to_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        self.page(p, names, ctx, "QueueUrls")
+    }
+
+    fn list_dead_letter_source_queues(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+        let dlq = self.queue(p)?;
+        let names = self
+            .sqs_queues()?
+            .iter()
+            .filter(|q| q.settings().redrive.is_some_and(|r| r.dead_letter_queue == dlq.name()))
+            .map(|q| q.name().to_owned())
+            .collect();
+        let mut out = self.page(p, names, ctx, "queueUrls")?;
+        if let Value::Object(m) = &mut out {
+            // Unlike ListQueues, the list member is required in this output.
+            m.entry("queueUrls").or_insert_with(|| json!([]));
+        }
+        Ok(out)
+    }
+
+    fn get_queue_attributes(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let names = p.str_list("AttributeNames")?;
+        let attrs = attributes::read_many(&names, q.name(), &q.settings(), &q.stats(), &self.arn_ctx())?;
+        if attrs.is_empty() {
+            return Ok(json!({}));
+        }
+        Ok(json!({"Attributes": attrs}))
+    }
+
+    fn set_queue_attributes(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let attrs = p.str_map("Attributes")?;
+        // Validate on a copy first so a bad value changes nothing; the closure below re-applies
+        // the same (now known good) values under the engine's definitions lock.
+        let mut trial = q.settings();
+        attributes::apply(&mut trial, &attrs, false)?;
+        if attrs.contains_key("RedrivePolicy") {
+            self.check_redrive_allowed(q.name(), &trial)?;
+        }
+        let now = (self.now_ms() / 1000).to_string();
+        q.update_settings(|s| {
+            let _ = attributes::apply(s, &attrs, false);
+            s.attributes.insert(MODIFIED.to_owned(), now);
+        })
+        .map_err(|e| match e {
+            CoreError::InvalidArgument(m) => SqsError::invalid(m),
+            e => e.into(),
+        })?;
+        Ok(json!({}))
+    }
+
+    fn purge_queue(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let now = self.now_ms();
+        {
+            let mut purges = self.purges.lock();
+            if let Some(at) = purges.get(&q.id()) {
+                if now.saturating_sub(*at) < PURGE_WINDOW_MS {
+                    return Err(SqsError::new(
+                        ErrorCode::PurgeQueueInProgress,
+                        format!("Only one PurgeQueue operation on {} is allowed every 60 seconds.", q.name()),
+                    ));
+                }
+            }
+            purges.insert(q.id(), now);
+        }
+        q.purge()?;
+        Ok(json!({}))
+    }
+
+    // ---- tags and permissions ------------------------------------------------------------
+
+    fn tag_queue(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let tags = p.str_map("Tags")?;
+        if tags.is_empty() {
+            return Err(SqsError::missing("Tags"));
+        }
+        check_tags(&tags)?;
+        let current = q.settings();
+        let existing: HashSet<&str> =
+            current.attributes.keys().filter_map(|k| k.strip_prefix(TAG_PREFIX)).collect();
+        let total = existing.len() + tags.keys().filter(|k| !existing.contains(k.as_str())).count();
+        if total > MAX_TAGS {
+            return Err(SqsError::invalid(format!("Too many tags added for queue {}.", q.name())));
+        }
+        q.update_settings(|s| {
+            for (k, v) in &tags {
+                s.attributes.insert(format!("{TAG_PREFIX}{k}"), v.clone());
+            }
+        })?;
+        Ok(json!({}))
+    }
+
+    fn untag_queue(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let keys = p.str_list("TagKeys")?;
+        if keys.is_empty() {
+            return Err(SqsError::missing("TagKeys"));
+        }
+        q.update_settings(|s| {
+            for k in &keys {
+                s.attributes.remove(&format!("{TAG_PREFIX}{k}"));
+            }
+        })?;
+        Ok(json!({}))
+    }
+
+    fn list_queue_tags(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let tags: Map<String, Value> = q
+            .settings()
+            .attributes
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(TAG_PREFIX).map(|t| (t.to_owned(), Value::String(v.clone()))))
+            .collect();
+        if tags.is_empty() {
+            return Ok(json!({}));
+        }
+        Ok(json!({"Tags": tags}))
+    }
+
+    fn add_permission(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let label = p.str_req("Label")?;
+        if label.is_empty()
+            || label.len() > 80
+            || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(SqsError::invalid_param(
+                "Label",
+                label,
+                "Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length",
+            ));
+        }
+        let accounts = p.str_list("AWSAccountIds")?;
+        if accounts.is_empty() {
+            return Err(SqsError::missing("AWSAccountIds"));
+        }
+        let actions = p.str_list("Actions")?;
+        if actions.is_empty() {
+            return Err(SqsError::missing("Actions"));
+        }
+        for a in &actions {
+            if *a != "*" && !ACTIONS.contains(a) {
+                return Err(SqsError::invalid_param(
+                    "ActionName",
+                    a,
+                    "Only the queue owner is allowed to invoke this action.",
+                ));
+            }
+        }
+        let arn = self.arn_ctx().arn(q.name());
+        let settings = q.settings();
+        let mut policy: Value = match attributes::verbatim(&settings, "Policy") {
+            Some(text) => serde_json::from_str(text).map_err(SqsError::internal)?,
+            None => {
+                json!({"Version": "2012-10-17", "Id": format!("{arn}/SQSDefaultPolicy"), "Statement": []})
+            }
+        };
+        let statements = statements_mut(&mut policy)?;
+        if statements.iter().any(|s| s.get("Sid").and_then(Value::as_str) == Some(label)) {
+            return Err(SqsError::invalid_param("Label", label, "Already exists."));
+        }
+        let principals: Vec<Value> =
+            accounts.iter().map(|a| Value::String(format!("arn:aws:iam::{a}:root"))).collect();
+        let sqs_actions: Vec<Value> = actions.iter().map(|a| Value::String(format!("SQS:{a}"))).collect();
+        statements.push(json!({
+            "Sid": label,
+            "Effect": "Allow",
+            "Principal": {"AWS": one_or_many(principals)},
+            "Action": one_or_many(sqs_actions),
+            "Resource": arn,
+        }));
+        let text = policy.to_string();
+        q.update_settings(|s| {
+            s.attributes.insert(format!("{}Policy", attributes::PREFIX), text);
+        })?;
+        Ok(json!({}))
+    }
+
+    fn remove_permission(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let label = p.str_req("Label")?;
+        let not_found = || SqsError::invalid_param("Label", label, "can't find label on existing policy.");
+        let settings = q.settings();
+        let Some(text) = attributes::verbatim(&settings, "Policy") else { return Err(not_found()) };
+        let mut policy: Value = serde_json::from_str(text).map_err(|_| not_found())?;
+        let statements = statements_mut(&mut policy)?;
+        let before = statements.len();
+        statements.retain(|s| s.get("Sid").and_then(Value::as_str) != Some(label));
+        if statements.len() == before {
+            return Err(not_found());
+        }
+        let empty = statements.is_empty();
+        let text = policy.to_string();
+        q.update_settings(|s| {
+            let key = format!("{}Policy", attributes::PREFIX);
+            if empty {
+                s.attributes.remove(&key);
+            } else {
+                s.attributes.insert(key, text);
+            }
+        })?;
+        Ok(json!({}))
+    }
+
+    // ---- messages ------------------------------------------------------------------------
+
+    fn parse_send(&self, p: Params<'_>, settings: &QueueSettings) -> SqsResult<Outgoing> {
+        let fifo = settings.kind == QueueKind::Fifo;
+        let body = p.str_opt("MessageBody")?.unwrap_or("");
+        message::check_body(body)?;
+        let attributes = message::parse_attributes(p, "MessageAttributes")?;
+        let system = message::parse_system_attributes(p)?;
+        let delay = ranged(p, "DelaySeconds", 0, 900, "DelaySeconds must be >= 0 and <= 900.")?;
+        let delay = match delay {
+            Some(d) if fifo && d != 0 => {
+                return Err(SqsError::invalid_param(
+                    "DelaySeconds",
+                    d,
+                    "The request include parameter that is not valid for this queue type.",
+                ))
+            }
+            Some(_) if fifo => None,
+            Some(d) => Some(secs(d)),
+            None => None,
+        };
+        let group_id = p.str_opt("MessageGroupId")?;
+        if let Some(g) = group_id {
+            message::check_fifo_id("MessageGroupId", g)?;
+        }
+        let dedup_id = p.str_opt("MessageDeduplicationId")?;
+        if let Some(d) = dedup_id {
+            if !fifo {
+                return Err(SqsError::invalid_param(
+                    "MessageDeduplicationId",
+                    d,
+                    "The request includes a parameter that is not valid for this queue type.",
+                ));
+            }
+            message::check_fifo_id("MessageDeduplicationId", d)?;
+        }
+        if fifo {
+            if group_id.is_none() {
+                return Err(SqsError::missing("MessageGroupId"));
+            }
+            if dedup_id.is_none() && !settings.content_based_dedup {
+                return Err(SqsError::invalid(
+                    "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId \
+                     provided explicitly",
+                ));
+            }
+        }
+        let out = Outgoing {
+            body: body.to_owned(),
+            attributes,
+            system,
+            delay,
+            group_id: group_id.map(str::to_owned),
+            dedup_id: dedup_id.map(str::to_owned),
+        };
+        let limit = settings.max_message_size as usize;
+        if out.size() > limit {
+            return Err(SqsError::invalid(format!(
+                "One or more parameters are invalid. Reason: Message must be shorter than {limit} bytes."
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Hand one validated message to the engine; the output document and its durability.
+    fn enqueue(
+        &self,
+        q: &Queue,
+        m: Outgoing,
+        ctx: &RequestContext,
+        fifo: bool,
+    ) -> SqsResult<(Map<String, Value>, Durable)> {
+        let mut system_attributes = BTreeMap::new();
+        system_attributes.insert(
+            "SenderId".to_owned(),
+            ctx.access_key.clone().unwrap_or_else(|| self.config.account_id.clone()),
+        );
+        for s in &m.system {
+            if let AttributeValue::String(v) = &s.value {
+                system_attributes.insert(s.name.clone(), v.clone());
+            }
+        }
+        let mut out = Map::new();
+        out.insert("MD5OfMessageBody".into(), Value::String(md5_hex(m.body.as_bytes())));
+        if let Some(d) = message::md5_of(&m.attributes) {
+            out.insert("MD5OfMessageAttributes".into(), Value::String(d));
+        }
+        if let Some(d) = message::md5_of(&m.system) {
+            out.insert("MD5OfMessageSystemAttributes".into(), Value::String(d));
+        }
+        let msg = Message {
+            body: Bytes::from(m.body),
+            headers: message::to_headers(&m.attributes),
+            // SQS accepts only what it has made durable: every SQS message is persistent.
+            properties: Properties { persistent: true, ..Properties::default() },
+            ..Message::default()
+        };
+        let opts =
+            SendOptions { delay: m.delay, group_id: m.group_id, dedup_id: m.dedup_id, system_attributes };
+        let sent = q.send(msg, opts)?;
+        out.insert("MessageId".into(), Value::String(sent.message_id.to_string()));
+        if fifo {
+            out.insert("SequenceNumber".into(), Value::String(format!("{:020}", sent.sequence_number)));
+        }
+        Ok((out, sent.durable))
+    }
+
+    async fn send_message(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let settings = q.settings();
+        let m = self.parse_send(p, &settings)?;
+        let (out, durable) = self.enqueue(&q, m, ctx, settings.kind == QueueKind::Fifo)?;
+        wait_durable(durable).await?;
+        Ok(Value::Object(out))
+    }
+
+    async fn send_message_batch(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let entries = p.struct_list("Entries")?;
+        let ids = check_batch(&entries, "SendMessageBatchRequestEntry")?;
+        let settings = q.settings();
+        let fifo = settings.kind == QueueKind::Fifo;
+        let parsed: Vec<SqsResult<Outgoing>> =
+            entries.iter().map(|e| self.parse_send(*e, &settings)).collect();
+        let total: usize = parsed
+            .iter()
+            .zip(&entries)
+            .map(|(r, e)| match r {
+                Ok(m) => m.size(),
+                Err(_) => e.str_opt("MessageBody").ok().flatten().map_or(0, str::len),
+            })
+            .sum();
+        if total > MAX_BATCH_BYTES {
+            return Err(SqsError::new(
+                ErrorCode::BatchRequestTooLong,
+                format!("Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have sent {total} bytes."),
+            ));
+        }
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        let mut durable = Durable::done();
+        for (id, r) in ids.iter().zip(parsed) {
+            match r.and_then(|m| self.enqueue(&q, m, ctx, fifo)) {
+                Ok((mut out, d)) => {
+                    out.insert("Id".into(), Value::String((*id).to_owned()));
+                    ok.push(Value::Object(out));
+                    durable = durable.join(d);
+                }
+                Err(e) => failed.push(failed_entry(id, &e)),
+            }
+        }
+        // One wait for the whole batch: group commit makes this one sync, not ten.
+        wait_durable(durable).await?;
+        Ok(json!({"Successful": ok, "Failed": failed}))
+    }
+
+    async fn receive_message(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let max =
+            ranged(p, "MaxNumberOfMessages", 1, 10, "Must be between 1 and 10, if provided.")?.unwrap_or(1);
+        let visibility = ranged(
+            p,
+            "VisibilityTimeout",
+            0,
+            attributes::MAX_VISIBILITY_SECONDS,
+            "Must be between 0 and 43200, if provided.",
+        )?;
+        let wait = ranged(
+            p,
+            "WaitTimeSeconds",
+            0,
+            attributes::MAX_WAIT_SECONDS,
+            "Must be >= 0 and <= 20, if provided.",
+        )?;
+        let mut system_names = p.str_list("AttributeNames")?;
+        system_names.extend(p.str_list("MessageSystemAttributeNames")?);
+        // The deprecated AttributeNames member is typed as queue attribute names, so clients
+        // send those too; they are accepted and mean nothing for a message.
+        if let Some(bad) =
+            system_names.iter().find(|n| !SYSTEM_ATTRIBUTES.contains(n) && !attributes::is_readable(n))
+        {
+            return Err(attributes::unknown_attribute(bad));
+        }
+        let patterns = p.str_list("MessageAttributeNames")?;
+        if let Some(attempt) = p.str_opt("ReceiveRequestAttemptId")? {
+            message::check_fifo_id("ReceiveRequestAttemptId", attempt)?;
+        }
+        let fifo = q.kind() == QueueKind::Fifo;
+        let req = ReceiveRequest {
+            max: usize::try_from(max).unwrap_or(1),
+            visibility: visibility.map(secs),
+            wait: wait.map(secs),
+        };
+        let deliveries = q.receive(req).await?;
+        if deliveries.is_empty() {
+            return Ok(json!({}));
+        }
+        let messages: Vec<Value> =
+            deliveries.iter().map(|d| render_delivery(d, &system_names, &patterns, fifo)).collect();
+        Ok(json!({"Messages": messages}))
+    }
+
+    async fn delete_message(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let handle = p.str_req("ReceiptHandle")?;
+        let d = delete_one(&q, handle)?;
+        wait_durable(d).await?;
+        Ok(json!({}))
+    }
+
+    async fn delete_message_batch(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let entries = p.struct_list("Entries")?;
+        let ids = check_batch(&entries, "DeleteMessageBatchRequestEntry")?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        let mut durable = Durable::done();
+        for (id, e) in ids.iter().zip(&entries) {
+            match e.str_req("ReceiptHandle").and_then(|h| delete_one(&q, h)) {
+                Ok(d) => {
+                    durable = durable.join(d);
+                    ok.push(json!({"Id": id}));
+                }
+                Err(err) => failed.push(failed_entry(id, &err)),
+            }
+        }
+        wait_durable(durable).await?;
+        Ok(json!({"Successful": ok, "Failed": failed}))
+    }
+
+    fn change_message_visibility(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        change_one(&q, p)?;
+        Ok(json!({}))
+    }
+
+    fn change_message_visibility_batch(&self, p: Params<'_>) -> SqsResult<Value> {
+        let q = self.queue(p)?;
+        let entries = p.struct_list("Entries")?;
+        let ids = check_batch(&entries, "ChangeMessageVisibilityBatchRequestEntry")?;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        for (id, e) in ids.iter().zip(&entries) {
+            match change_one(&q, *e) {
+                Ok(()) => ok.push(json!({"Id": id})),
+                Err(err) => failed.push(failed_entry(id, &err)),
+            }
+        }
+        Ok(json!({"Successful": ok, "Failed": failed}))
+    }
+}
+
+/// System attribute names a receive may ask for.
+pub const SYSTEM_ATTRIBUTES: &[&str] = &[
+    "All",
+    "SenderId",
+    "SentTimestamp",
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "SequenceNumber",
+    "MessageDeduplicationId",
+    "MessageGroupId",
+    "AWSTraceHeader",
+    "DeadLetterQueueSourceArn",
+    "SqsManagedSseEnabled",
+];
+
+fn render_delivery(d: &Delivery, system_names: &[&str], patterns: &[&str], fifo: bool) -> Value {
+    // Bodies from other protocols may be any bytes; SQS bodies are text, so show them lossily
+    // rather than fail the whole receive.
+    let body = String::from_utf8_lossy(&d.message.body);
+    let mut m = Map::new();
+    m.insert("MessageId".into(), Value::String(d.message_id.to_string()));
+    m.insert("ReceiptHandle".into(), Value::String(d.receipt.encode()));
+    m.insert("MD5OfBody".into(), Value::String(md5_hex(body.as_bytes())));
+    m.insert("Body".into(), Value::String(body.into_owned()));
+    let want = |n: &str| system_names.iter().any(|s| *s == "All" || *s == n);
+    let mut attrs = Map::new();
+    let mut put = |k: &str, v: String| {
+        if want(k) {
+            attrs.insert(k.to_owned(), Value::String(v));
+        }
+    };
+    if let Some(sender) = d.system_attributes.get("SenderId") {
+        put("SenderId", sender.clone());
+    }
+    put("SentTimestamp", d.sent_ms.to_string());
+    put("ApproximateReceiveCount", d.receive_count.to_string());
+    put("ApproximateFirstReceiveTimestamp", d.first_receive_ms.to_string());
+    if let Some(trace) = d.system_attributes.get("AWSTraceHeader") {
+        put("AWSTraceHeader", trace.clone());
+    }
+    if let Some(g) = &d.group_id {
+        put("MessageGroupId", g.clone());
+    }
+    if fifo {
+        if let Some(dd) = &d.dedup_id {
+            put("MessageDeduplicationId", dd.clone());
+        }
+        put("SequenceNumber", format!("{:020}", d.sequence_number));
+    }
+    if !attrs.is_empty() {
+        m.insert("Attributes".into(), Value::Object(attrs));
+    }
+    let selected: Vec<MessageAttribute> = message::from_headers(&d.message.headers)
+        .into_iter()
+        .filter(|a| message::attribute_selected(patterns, &a.name))
+        .collect();
+    if let Some(md5) = message::md5_of(&selected) {
+        m.insert("MD5OfMessageAttributes".into(), Value::String(md5));
+        let map: Map<String, Value> = selected.iter().map(|a| (a.name.clone(), a.to_json())).collect();
+        m.insert("MessageAttributes".into(), Value::Object(map));
+    }
+    Value::Object(m)
+}
+
+fn decode_receipt(handle: &str) -> SqsResult<Receipt> {
+    Receipt::decode(handle).map_err(|_| SqsError::bad_receipt(handle))
+}
+
+fn delete_one(q: &Queue, handle: &str) -> SqsResult<Durable> {
+    let receipt = decode_receipt(handle)?;
+    match q.delete(receipt) {
+        Ok(s) => Ok(s.durable),
+        Err(CoreError::ReceiptHandleInvalid) => Err(SqsError::bad_receipt(handle)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn change_one(q: &Queue, p: Params<'_>) -> SqsResult<()> {
+    let handle = p.str_req("ReceiptHandle")?;
+    let timeout = p.int_req("VisibilityTimeout")?;
+    if !(0..=attributes::MAX_VISIBILITY_SECONDS).contains(&timeout) {
+        return Err(SqsError::invalid_param(
+            "VisibilityTimeout",
+            timeout,
+            "VisibilityTimeout must be an integer between 0 and 43200",
+        ));
+    }
+    let receipt = decode_receipt(handle)?;
+    match q.change_visibility(receipt, secs(timeout)) {
+        Ok(()) => Ok(()),
+        Err(CoreError::ReceiptHandleInvalid) => Err(SqsError::bad_receipt(handle)),
+        Err(CoreError::InvalidArgument(_)) => Err(SqsError::invalid_param(
+            "VisibilityTimeout",
+            timeout,
+            "Total VisibilityTimeout for the message is beyond the limit [43200 seconds]",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The checks every batch shares; returns the entry ids in order.
+fn check_batch<'a>(entries: &[Params<'a>], entry_kind: &str) -> SqsResult<Vec<&'a str>> {
+    if entries.is_empty() {
+        return Err(SqsError::new(
+            ErrorCode::EmptyBatchRequest,
+            format!("There should be at least one {entry_kind} in the request."),
+        ));
+    }
+    if entries.len() > MAX_BATCH_ENTRIES {
+        return Err(SqsError::new(
+            ErrorCode::TooManyEntriesInBatchRequest,
+            format!(
+                "Maximum number of entries per request are {MAX_BATCH_ENTRIES}. You have sent {}.",
+                entries.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut ids = Vec::with_capacity(entries.len());
+    for e in entries {
+        let id = e.str_req("Id")?;
+        if id.is_empty()
+            || id.len() > MAX_BATCH_ID_LEN
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(SqsError::new(
+                ErrorCode::InvalidBatchEntryId,
+                "A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be \
+                 at most 80 letters long.",
+            ));
+        }
+        if !seen.insert(id) {
+            return Err(SqsError::new(ErrorCode::BatchEntryIdsNotDistinct, format!("Id {id} repeated.")));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn check_tags(tags: &BTreeMap<String, String>) -> SqsResult<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(SqsError::invalid(format!("Too many tags: at most {MAX_TAGS} per queue.")));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > MAX_TAG_KEY_LEN {
+            return Err(SqsError::invalid(format!(
+                "Tag key '{k}' must be 1 to {MAX_TAG_KEY_LEN} characters long."
+            )));
+        }
+        if v.chars().count() > MAX_TAG_VALUE_LEN {
+            return Err(SqsError::invalid(format!(
+                "The value of tag '{k}' must be at most {MAX_TAG_VALUE_LEN} characters long."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn one_or_many(mut items: Vec<Value>) -> Value {
+    if items.len() == 1 {
+        items.pop().unwrap_or(Value::Null)
+    } else {
+        Value::Array(items)
+    }
+}
+
+fn statements_mut(policy: &mut Value) -> SqsResult<&mut Vec<Value>> {
+    let Value::Object(m) = policy else { return Err(SqsError::internal("stored policy is not an object")) };
+    let entry = m.entry("Statement").or_insert_with(|| json!([]));
+    if let Value::Object(_) = entry {
+        // A hand-written policy may hold one statement as an object.
+        let single = entry.take();
+        *entry = Value::Array(vec![single]);
+    }
+    match entry {
+        Value::Array(a) => Ok(a),
+        _ => Err(SqsError::internal("stored policy has no statement list")),
+    }
+}
+
+fn encode_token(name: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
+}
+
+fn decode_token(token: &str) -> SqsResult<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| SqsError::invalid("Invalid NextToken value."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names() {
+        assert!(valid_queue_name("orders"));
+        assert!(valid_queue_name("a-b_C9.fifo"));
+        assert!(valid_queue_name(&"x".repeat(80)));
+        assert!(!valid_queue_name(&"x".repeat(81)));
+        assert!(!valid_queue_name(&format!("{}.fifo", "x".repeat(76))));
+        assert!(!valid_queue_name(""));
+        assert!(!valid_queue_name(".fifo"));
+        assert!(!valid_queue_name("a.b"));
+        assert!(!valid_queue_name("a b"));
+    }
+
+    #[test]
+    fn names_from_urls() {
+        assert_eq!(queue_name_from_url("http://localhost:9324/000000000000/q1"), "q1");
+        assert_eq!(queue_name_from_url("https://sqs.us-east-1.amazonaws.com/123/q.fifo"), "q.fifo");
+        assert_eq!(queue_name_from_url("http://h/000000000000/q/"), "q");
+        assert_eq!(queue_name_from_url("q2"), "q2");
+        assert_eq!(queue_name_from_url("http://h"), "");
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        assert_eq!(decode_token(&encode_token("q-1")).expect("ok"), "q-1");
+        assert!(decode_token("***").is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! In-process tests of the router: both protocols, error shapes, and the main message path.
+//! Real-client tests (boto3, aws CLI) are in tests/python.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use wharf_core::{Broker, BrokerConfig, SystemClock};
+use wharf_store::memory::MemoryStore;
+
+use super::*;
+
+fn app() -> Router {
+    let broker = Broker::open(Arc::new(MemoryStore::new()), Arc::new(SystemClock), BrokerConfig::default())
+        .expect("broker");
+    router(broker, SqsConfig::default())
+}
+
+struct Reply {
+    status: StatusCode,
+    query_error: Option<String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("json body")
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Reply {
+    let resp = app.clone().oneshot(req).await.expect("response");
+    let status = resp.status();
+    let query_error =
+        resp.headers().get("x-amzn-query-error").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    Reply { status, query_error, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+async fn json_call(app: &Router, action: &str, input: Value) -> Reply {
+    let req = Request::post("/")
+        .header("host", "example.test:9324")
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .body(Body::from(input.to_string()))
+        .expect("request");
+    send(app, req).await
+}
+
+async fn query_call(app: &Router, path: &str, form: &str) -> Reply {
+    let req = Request::post(path)
+        .header("host", "example.test:9324")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .expect("request");
+    send(app, req).await
+}
+
+#[tokio::test]
+async fn json_send_receive_delete() {
+    let app = app();
+    let r = json_call(&app, "CreateQueue", json!({"QueueName": "q1"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let url = r.json()["QueueUrl"].as_str().expect("url").to_owned();
+    assert_eq!(url, "http://example.test:9324/000000000000/q1");
+
+    let r = json_call(
+        &app,
+        "SendMessage",
+        json!({"QueueUrl": url, "MessageBody": "hello",
+               "MessageAttributes": {"attribName1": {"DataType": "String", "StringValue": "attribValue 1"}}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let sent = r.json();
+    assert_eq!(sent["MD5OfMessageBody"], "5d41402abc4b2a76b9719d911017c592");
+    assert_eq!(sent["MD5OfMessageAttributes"], "19e27d4e946b072f3f58da80d94fd778");
+
+    let r = json_call(
+        &app,
+        "ReceiveMessage",
+        json!({"QueueUrl": url, "MessageAttributeNames": ["All"], "MessageSystemAttributeNames": ["All"]}),
+    )
+    .await;
+    let got = r.json();
+    let m = &got["Messages"][0];
+    assert_eq!(m["Body"], "hello");
+    assert_eq!(m["MessageId"], sent["MessageId"]);
+    assert_eq!(m["MD5OfMessageAttributes"], "19e27d4e946b072f3f58da80d94fd778");
+    assert_eq!(m["Attributes"]["ApproximateReceiveCount"], "1");
+    let handle = m["ReceiptHandle"].as_str().expect("handle").to_owned();
+
+    let r = json_call(&app, "DeleteMessage", json!({"QueueUrl": url, "ReceiptHandle": handle})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = json_call(&app, "GetQueueAttributes", json!({"QueueUrl": url, "AttributeNames": ["All"]})).await;
+    assert_eq!(r.json()["Attributes"]["ApproximateNumberOfMessages"], "0");
+}
+
+#[tokio::test]
+async fn json_errors_carry_query_codes() {
+    let app = app();
+    let r = json_call(&app, "GetQueueUrl", json!({"QueueName": "nope"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#QueueDoesNotExist");
+    assert_eq!(r.query_error.as_deref(), Some("AWS.SimpleQueueService.NonExistentQueue;Sender"));
+
+    let r = json_call(&app, "Frobnicate", json!({})).await;
+    assert_eq!(r.json()["__type"], "com.amazon.coral.service#UnknownOperationException");
+
+    let req = Request::post("/")
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", "AmazonSQS.ListQueues")
+        .body(Body::from("{not json"))
+        .expect("request");
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["__type"], "com.amazon.coral.service#SerializationException");
+
+    let r = json_call(&app, "CreateQueue", json!({})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#MissingParameter");
+
+    let r = json_call(&app, "CreateQueue", json!({"QueueName": "q"})).await;
+    let url = r.json()["QueueUrl"].as_str().expect("url").to_owned();
+    let r = json_call(&app, "DeleteMessage", json!({"QueueUrl": url, "ReceiptHandle": "garbage"})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#ReceiptHandleIsInvalid");
+    let r = json_call(&app, "SendMessage", json!({"QueueUrl": url, "MessageBody": "bad\u{1}"})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#InvalidMessageContents");
+    let r =
+        json_call(&app, "CreateQueue", json!({"QueueName": "q", "Attributes": {"DelaySeconds": "5"}})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#QueueNameExists");
+    assert_eq!(r.query_error.as_deref(), Some("QueueAlreadyExists;Sender"));
+    let r = json_call(&app, "StartMessageMoveTask", json!({"SourceArn": "x"})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#UnsupportedOperation");
+    assert!(r.json()["message"].as_str().expect("msg").contains("StartMessageMoveTask"));
+}
+
+#[tokio::test]
+async fn query_protocol_round_trip() {
+    let app = app();
+    let r = query_call(
+        &app,
+        "/",
+        "Action=CreateQueue&Version=2012-11-05&QueueName=qq&Attribute.1.Name=VisibilityTimeout&Attribute.1.Value=45",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("<QueueUrl>http://example.test:9324/000000000000/qq</QueueUrl>"), "{}", r.body);
+    assert!(r.body.contains("xmlns=\"http://queue.amazonaws.com/doc/2012-11-05/\""));
+
+    // Sent to the queue URL, without a QueueUrl parameter.
+    let r = query_call(&app, "/000000000000/qq", "Action=SendMessage&MessageBody=hi%20there").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("<SendMessageResult><MD5OfMessageBody>"), "{}", r.body);
+
+    let r =
+        query_call(&app, "/000000000000/qq", "Action=GetQueueAttributes&AttributeName.1=VisibilityTimeout")
+            .await;
+    assert!(
+        r.body.contains("<Attribute><Name>VisibilityTimeout</Name><Value>45</Value></Attribute>"),
+        "{}",
+        r.body
+    );
+
+    let req = Request::get("/?Action=ListQueues&Version=2012-11-05").body(Body::empty()).expect("request");
+    let r = send(&app, req).await;
+    assert!(r.body.contains("/000000000000/qq</QueueUrl>"), "{}", r.body);
+
+    let r = query_call(&app, "/", "Action=GetQueueUrl&QueueName=missing").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("<Code>AWS.SimpleQueueService.NonExistentQueue</Code>"), "{}", r.body);
+
+    let r = query_call(&app, "/", "Action=Nope").await;
+    assert!(r.body.contains("<Code>InvalidAction</Code>"), "{}", r.body);
+
+    let req = Request::post("/")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(&b"Action=SendMessage&QueueUrl=qq&MessageBody=%FF%FE"[..]))
+        .expect("request");
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("InvalidParameterValue"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn oversize_body_is_refused() {
+    let app = app();
+    let big = vec![b'a'; MAX_REQUEST_BYTES + 1];
+    let req = Request::post("/")
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", "AmazonSQS.SendMessage")
+        .body(Body::from(big))
+        .expect("request");
+    let r = send(&app, req).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn batch_rules() {
+    let app = app();
+    let r = json_call(&app, "CreateQueue", json!({"QueueName": "b"})).await;
+    let url = r.json()["QueueUrl"].as_str().expect("url").to_owned();
+    let r = json_call(&app, "SendMessageBatch", json!({"QueueUrl": url, "Entries": []})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#EmptyBatchRequest");
+    let entries: Vec<Value> = (0..11).map(|i| json!({"Id": format!("e{i}"), "MessageBody": "x"})).collect();
+    let r = json_call(&app, "SendMessageBatch", json!({"QueueUrl": url, "Entries": entries})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#TooManyEntriesInBatchRequest");
+    let dup = json!([{"Id": "a", "MessageBody": "x"}, {"Id": "a", "MessageBody": "y"}]);
+    let r = json_call(&app, "SendMessageBatch", json!({"QueueUrl": url, "Entries": dup})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#BatchEntryIdsNotDistinct");
+    let bad = json!([{"Id": "a b", "MessageBody": "x"}]);
+    let r = json_call(&app, "SendMessageBatch", json!({"QueueUrl": url, "Entries": bad})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#InvalidBatchEntryId");
+    let big = "x".repeat(600 * 1024);
+    let two = json!([{"Id": "a", "MessageBody": big}, {"Id": "b", "MessageBody": big}]);
+    let r = json_call(&app, "SendMessageBatch", json!({"QueueUrl": url, "Entries": two})).await;
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#BatchRequestTooLong");
+    let mixed = json!([{"Id": "ok", "MessageBody": "x"}, {"Id": "bad", "MessageBody": "\u{0}"}]);
+    let r = json_call(&app, "SendMessageBatch", json!({"QueueUrl": url, "Entries": mixed})).await;
+    let v = r.json();
+    assert_eq!(v["Successful"][0]["Id"], "ok");
+    assert_eq!(v["Failed"][0]["Id"], "bad");
+    assert_eq!(v["Failed"][0]["Code"], "InvalidMessageContents");
+    assert_eq!(v["Failed"][0]["SenderFault"], true);
+}
