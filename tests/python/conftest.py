@@ -1,0 +1,189 @@
+"""Shared fixtures: one wharf server per test module, and real SQS clients pointed at it.
+
+The server is `wharf serve --in-memory --http 127.0.0.1:<free> --admin 127.0.0.1:<free>` from
+$WHARF_BIN (default target/debug/wharf). For working on the SQS crate alone, set
+$WHARF_SQS_ONLY_BIN to the crate's `sqs_only` example binary instead; it takes the address as
+its only argument.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+
+ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "000000000000"
+NS = "{http://queue.amazonaws.com/doc/2012-11-05/}"
+CREDS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self):
+        self.http = f"127.0.0.1:{free_port()}"
+        only = os.environ.get("WHARF_SQS_ONLY_BIN")
+        if only:
+            cmd = [only, self.http]
+        else:
+            binary = os.environ.get("WHARF_BIN") or str(ROOT / "target" / "debug" / "wharf")
+            admin = f"127.0.0.1:{free_port()}"
+            cmd = [binary, "serve", "--in-memory", "--http", self.http, "--admin", admin]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+        )
+        self.output = []
+        ready = threading.Event()
+
+        def pump():
+            # Keep draining stdout for the server's whole life so it never blocks on a full pipe.
+            for line in self.proc.stdout:
+                self.output.append(line)
+                if line.startswith("ready in"):
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(30):
+            self.stop()
+            raise RuntimeError("wharf did not start:\n" + "".join(self.output))
+        self.endpoint = f"http://{self.http}"
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.stop()
+    # Only now: a server that died mid-module is a failure of that module.
+    assert s.proc.returncode in (0, -15), "".join(s.output)
+
+
+@pytest.fixture(scope="module")
+def sqs(server):
+    return boto3.client(
+        "sqs",
+        endpoint_url=server.endpoint,
+        region_name=REGION,
+        config=Config(retries={"max_attempts": 1}, read_timeout=40),
+        **CREDS,
+    )
+
+
+@pytest.fixture
+def new_queue(sqs):
+    """Create a queue with a unique name; returns its URL."""
+
+    def make(prefix="q", fifo=False, **attributes):
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}" + (".fifo" if fifo else "")
+        attrs = {k: str(v) for k, v in attributes.items()}
+        if fifo:
+            attrs["FifoQueue"] = "true"
+        return sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
+
+    return make
+
+
+class QueryClient:
+    """The Query protocol with real SigV4-signed form posts, as pre-2024 SDKs sent them."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.creds = Credentials(CREDS["aws_access_key_id"], CREDS["aws_secret_access_key"])
+
+    def call(self, action, params=None, path="/", method="POST"):
+        form = {"Action": action, "Version": "2012-11-05", **(params or {})}
+        url = self.endpoint + path
+        if method == "POST":
+            req = AWSRequest(
+                method="POST",
+                url=url,
+                data=form,
+                headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+            )
+        else:
+            req = AWSRequest(method="GET", url=url, params=form)
+        SigV4Auth(self.creds, "sqs", REGION).add_auth(req)
+        prepared = req.prepare()
+        resp = requests.request(
+            prepared.method, prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=40
+        )
+        return resp.status_code, ET.fromstring(resp.content)
+
+
+@pytest.fixture(scope="module")
+def query(server):
+    return QueryClient(server.endpoint)
+
+
+def find(root, path):
+    """ElementTree lookup with the SQS namespace on every step."""
+    return root.find("/".join(NS + p for p in path.split("/")))
+
+
+def findall(root, path):
+    return root.findall("/".join(NS + p for p in path.split("/")))
+
+
+@pytest.fixture(scope="module")
+def aws_cli(server):
+    """Run `aws --endpoint-url ... sqs ...`; returns CompletedProcess."""
+    exe = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
+    assert exe, "the aws CLI is not installed (pip install -r tests/python/requirements.txt)"
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_MAX_ATTEMPTS="1",
+    )
+
+    def run(*args):
+        return subprocess.run(
+            [exe, "--endpoint-url", server.endpoint, "--output", "json", "sqs", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    return run
+
+
+def wait_until(predicate, timeout=5.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
