@@ -12,10 +12,14 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use wharf_core::settings::{Overflow, QueueKind, QueueSettings, RedrivePolicy};
+use wharf_sqs::SqsConfig;
 use wharf_store::FsyncMode;
 
 pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15672";
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9324";
+pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -50,6 +54,15 @@ pub struct ServeArgs {
     /// Admin listener: /health and /metrics [default: 127.0.0.1:15672].
     #[arg(long, env = "WHARF_ADMIN", value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+    /// Amazon SQS API listener (AWS JSON 1.0 and Query) [default: 127.0.0.1:9324].
+    #[arg(long, env = "WHARF_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Account id in SQS queue URLs and ARNs [default: 000000000000].
+    #[arg(long, env = "WHARF_ACCOUNT_ID", value_name = "ID")]
+    pub account_id: Option<String>,
+    /// Region in ARNs [default: us-east-1].
+    #[arg(long, env = "WHARF_REGION")]
+    pub region: Option<String>,
 }
 
 /// The config file. Unknown keys are errors: a typo must not be silently ignored.
@@ -61,6 +74,9 @@ pub struct ConfigFile {
     pub fsync: Option<FsyncArg>,
     pub fsync_interval_ms: Option<u64>,
     pub admin: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub account_id: Option<String>,
+    pub region: Option<String>,
     #[serde(default, rename = "queue")]
     pub queues: Vec<QueueDecl>,
     #[serde(default, rename = "exchange")]
@@ -155,6 +171,8 @@ pub enum Storage {
 pub struct Settings {
     pub storage: Storage,
     pub admin: SocketAddr,
+    pub http: SocketAddr,
+    pub sqs: SqsConfig,
     pub queues: Vec<QueueDecl>,
     pub exchanges: Vec<ExchangeDecl>,
     pub bindings: Vec<BindingDecl>,
@@ -188,6 +206,21 @@ impl Settings {
             Some(addr) => addr,
             None => DEFAULT_ADMIN.parse().context("default admin address")?,
         };
+        let http = match args.http.or(file.http) {
+            Some(addr) => addr,
+            None => DEFAULT_HTTP.parse().context("default HTTP address")?,
+        };
+        let account_id = args.account_id.or(file.account_id).unwrap_or_else(|| DEFAULT_ACCOUNT_ID.to_owned());
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("account id '{account_id}' must be 12 digits, as AWS account ids are");
+        }
+        let region = args.region.or(file.region).unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        if region.is_empty()
+            || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("region '{region}' must be lowercase letters, digits and '-' (like us-east-1)");
+        }
+        let sqs = SqsConfig { account_id, region, ..SqsConfig::default() };
         // Check declarations now, before anything is opened or bound: a bad file fails fast.
         for queue in &file.queues {
             queue.to_settings()?;
@@ -195,6 +228,8 @@ impl Settings {
         Ok(Settings {
             storage,
             admin,
+            http,
+            sqs,
             queues: file.queues,
             exchanges: file.exchanges,
             bindings: file.bindings,
@@ -210,7 +245,8 @@ fn load_file(path: &Path) -> anyhow::Result<ConfigFile> {
         let first = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
         match e.span() {
             Some(span) => {
-                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                let line =
+                    text.as_bytes()[..span.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1;
                 anyhow::anyhow!("config file {} line {line}: {first}", path.display())
             }
             None => anyhow::anyhow!("config file {}: {first}", path.display()),

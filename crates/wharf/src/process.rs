@@ -14,6 +14,8 @@ use anyhow::{bail, Context};
 pub struct ServerProcess {
     pub child: Child,
     pub admin: SocketAddr,
+    /// The SQS/SNS HTTP listener.
+    pub http: SocketAddr,
     /// The start-up block as printed (empty until [`ServerProcess::wait_started`]).
     pub startup_block: String,
     stdout: Option<BufReader<ChildStdout>>,
@@ -26,13 +28,17 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 impl ServerProcess {
-    /// Start `binary serve --admin 127.0.0.1:<free port> <extra args>`; stderr is inherited.
+    /// Start `binary serve` with every listener on a free loopback port, plus `extra_args`;
+    /// stderr is inherited.
     pub fn spawn(binary: &Path, extra_args: &[&str]) -> anyhow::Result<ServerProcess> {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut child = Command::new(binary)
             .arg("serve")
             .arg("--admin")
             .arg(admin.to_string())
+            .arg("--http")
+            .arg(http.to_string())
             .args(extra_args)
             .env_remove("WHARF_CONFIG")
             .stdin(Stdio::null())
@@ -40,7 +46,7 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let stdout = child.stdout.take().map(BufReader::new);
-        Ok(ServerProcess { child, admin, startup_block: String::new(), stdout })
+        Ok(ServerProcess { child, admin, http, startup_block: String::new(), stdout })
     }
 
     /// Read the start-up block up to its `ready in` line. Fails if the process exits first.

@@ -71,6 +71,8 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     // once and /health can answer "starting" while messages are recovered.
     let admin_listener = bind(settings.admin, "admin").await?;
     let admin_addr = admin_listener.local_addr()?;
+    let http_listener = bind(settings.http, "SQS").await?;
+    let http_addr = http_listener.local_addr()?;
 
     let state = Arc::new(ServerState::new(store.clone(), started));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -88,19 +90,30 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     crate::observe::declare_from_config(&broker, &settings)?;
     state.set_broker(broker.clone());
     let background = tokio::spawn(broker.clone().run());
+    // Clients that connected during recovery waited in the listen backlog; served from now on.
+    let sqs_task = tokio::spawn(wharf_sqs::serve(
+        http_listener,
+        broker.clone(),
+        settings.sqs.clone(),
+        wait_for_stop(stop_rx.clone()),
+    ));
 
-    print_startup_block(&settings, store.as_ref(), admin_addr, &broker, recovery, started);
+    let listeners = Listeners { admin: admin_addr, http: http_addr };
+    print_startup_block(&settings, store.as_ref(), &listeners, &broker, recovery, started);
     state.set_status(HealthStatus::Ready);
 
     stop_signal.await;
     tracing::info!("shutting down: no new work accepted; finishing what is in flight");
     state.set_status(HealthStatus::Stopping);
     let _ = stop_tx.send(true);
+    // Listeners stop accepting and finish the requests in flight before the engine stops.
+    for (name, task) in [("SQS", sqs_task), ("admin", admin_task)] {
+        if let Ok(Err(err)) = task.await {
+            tracing::warn!("{name} listener: {err}");
+        }
+    }
     broker.shutdown();
     background.abort();
-    if let Ok(Err(err)) = admin_task.await {
-        tracing::warn!("admin listener: {err}");
-    }
     store.flush().context("final flush of the store failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -124,10 +137,16 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Where each listener ended up (a port of 0 in the settings picks a free one).
+struct Listeners {
+    admin: SocketAddr,
+    http: SocketAddr,
+}
+
 fn print_startup_block(
     settings: &Settings,
     store: &dyn Store,
-    admin: SocketAddr,
+    listeners: &Listeners,
     broker: &Broker,
     recovery: std::time::Duration,
     started: Instant,
@@ -145,10 +164,14 @@ fn print_startup_block(
         "wharf {version}\n\
          \x20 data directory  {data}\n\
          \x20 durability      {durability}\n\
+         \x20 sqs             http://{http}  (Amazon SQS: AWS JSON 1.0 and Query; account {account})\n\
          \x20 admin           http://{admin}  (/health, /metrics)\n\
          \x20 recovered       {queues} queues, {messages} messages in {recovery_ms} ms\n\
          ready in {ready_ms} ms\n",
         version = env!("CARGO_PKG_VERSION"),
+        http = listeners.http,
+        account = settings.sqs.account_id,
+        admin = listeners.admin,
         recovery_ms = recovery.as_millis(),
         ready_ms = started.elapsed().as_millis(),
     );

@@ -41,8 +41,10 @@ fn startup_block_health_metrics_and_clean_shutdown() {
     assert!(block.contains(&format!("data directory  {dir}")), "{block}");
     assert!(block.contains("fsync always"), "{block}");
     assert!(block.contains(&format!("admin           http://{}", server.admin)), "{block}");
+    assert!(block.contains(&format!("sqs             http://{}", server.http)), "{block}");
+    assert!(block.contains("account 000000000000"), "{block}");
     // Front ends that are not built yet must not appear.
-    for absent in ["amqp", "stomp", "mqtt", "sqs"] {
+    for absent in ["amqp", "stomp", "mqtt"] {
         assert!(!block.to_lowercase().contains(absent), "{absent} in {block}");
     }
 
@@ -134,7 +136,10 @@ fn bad_flag_is_one_line_and_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert_fails_with_one_line(&output, "--no-such-flag");
     // Front ends that do not exist yet have no flag.
-    assert_fails_with_one_line(&run(&["serve", "--amqp", "127.0.0.1:5672"]), "--amqp");
+    for flag in ["--amqp", "--stomp", "--mqtt"] {
+        assert_fails_with_one_line(&run(&["serve", flag, "127.0.0.1:5672"]), flag);
+    }
+    assert_fails_with_one_line(&run(&["serve", "--account-id", "12"]), "12 digits");
     assert_fails_with_one_line(&run(&["serve", "--fsync", "sometimes"]), "sometimes");
 }
 
@@ -156,6 +161,8 @@ fn unreadable_or_invalid_config_is_one_line() {
             data.to_str().unwrap(),
             "--admin",
             "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
         ]),
         "visibility_timeout = 99999",
     );
@@ -166,8 +173,12 @@ fn occupied_port_is_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let data = tempfile::tempdir().unwrap();
-    let output = run(&["serve", "--data-dir", data.path().to_str().unwrap(), "--admin", &addr]);
-    assert_fails_with_one_line(&output, &format!("cannot listen on {addr}"));
+    let free = format!("127.0.0.1:{}", free_port().unwrap());
+    let dir = data.path().to_str().unwrap();
+    let output = run(&["serve", "--data-dir", dir, "--admin", &addr, "--http", &free]);
+    assert_fails_with_one_line(&output, &format!("cannot listen on {addr} for admin"));
+    let output = run(&["serve", "--data-dir", dir, "--admin", &free, "--http", &addr]);
+    assert_fails_with_one_line(&output, &format!("cannot listen on {addr} for SQS"));
 }
 
 #[test]
@@ -175,8 +186,9 @@ fn locked_data_directory_is_one_line() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
     let first = start(&["--data-dir", dir]);
-    let port = free_port().unwrap().to_string();
-    let output = run(&["serve", "--data-dir", dir, "--admin", &format!("127.0.0.1:{port}")]);
+    let admin = format!("127.0.0.1:{}", free_port().unwrap());
+    let http = format!("127.0.0.1:{}", free_port().unwrap());
+    let output = run(&["serve", "--data-dir", dir, "--admin", &admin, "--http", &http]);
     assert_fails_with_one_line(&output, "locked by another wharf");
     assert!(first.terminate(Duration::from_secs(10)).unwrap().success());
 }
