@@ -433,3 +433,21 @@ def test_purge(sqs, new_queue):
         sqs.purge_queue(QueueUrl=url)
     assert code(e) == "AWS.SimpleQueueService.PurgeQueueInProgress"
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_fifo_receive_request_attempt_id_retries_get_the_same_messages(sqs, new_queue):
+    url = new_queue(fifo=True, ContentBasedDeduplication="true")
+    sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g")
+    sqs.send_message(QueueUrl=url, MessageBody="two", MessageGroupId="g")
+    first = receive(sqs, url, ReceiveRequestAttemptId="attempt-1")
+    retry = receive(sqs, url, ReceiveRequestAttemptId="attempt-1")
+    assert [m["Body"] for m in first] == ["one"] or [m["Body"] for m in first] == ["one", "two"]
+    assert [(m["MessageId"], m["ReceiptHandle"]) for m in retry] == [
+        (m["MessageId"], m["ReceiptHandle"]) for m in first
+    ]
+    assert receive(sqs, url, ReceiveRequestAttemptId="attempt-2") == []
+    # Deleting ends the retry window of that attempt.
+    for m in first:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    after = receive(sqs, url, ReceiveRequestAttemptId="attempt-1")
+    assert [m["MessageId"] for m in after] != [m["MessageId"] for m in first]

@@ -48,12 +48,27 @@ pub struct RequestContext {
     pub access_key: Option<String>,
 }
 
+/// How long a FIFO ReceiveRequestAttemptId may be retried.
+pub const ATTEMPT_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Most remembered receive attempts; past this, new attempts are simply not remembered.
+pub const MAX_ATTEMPTS: usize = 10_000;
+
+/// A FIFO receive remembered under its ReceiveRequestAttemptId, so a retry (after a timeout,
+/// say) gets the same messages and receipt handles instead of a locked group.
+struct Attempt {
+    valid_until_ms: u64,
+    receipts: Vec<Receipt>,
+    response: Value,
+}
+
 /// Front-end state that the engine has no place for.
 pub struct Sqs {
     pub(crate) broker: Arc<Broker>,
     pub(crate) config: SqsConfig,
     /// Queue id → when its last purge started (engine clock, ms).
     purges: Mutex<HashMap<u64, u64>>,
+    /// (queue id, ReceiveRequestAttemptId) → the answer given.
+    attempts: Mutex<HashMap<(u64, String), Attempt>>,
 }
 
 pub const ACTIONS: &[&str] = &[
@@ -141,7 +156,7 @@ impl Outgoing {
 
 impl Sqs {
     pub fn new(broker: Arc<Broker>, config: SqsConfig) -> Self {
-        Sqs { broker, config, purges: Mutex::new(HashMap::new()) }
+        Sqs { broker, config, purges: Mutex::new(HashMap::new()), attempts: Mutex::new(HashMap::new()) }
     }
 
     fn vhost(&self) -> SqsResult<Arc<VHost>> {
@@ -773,10 +788,23 @@ impl Sqs {
             return Err(attributes::unknown_attribute(bad));
         }
         let patterns = p.str_list("MessageAttributeNames")?;
-        if let Some(attempt) = p.str_opt("ReceiveRequestAttemptId")? {
-            message::check_fifo_id("ReceiveRequestAttemptId", attempt)?;
-        }
         let fifo = q.kind() == QueueKind::Fifo;
+        let attempt = match p.str_opt("ReceiveRequestAttemptId")? {
+            Some(a) => {
+                message::check_fifo_id("ReceiveRequestAttemptId", a)?;
+                // Only FIFO queues deduplicate receives; standard queues ignore the id.
+                fifo.then(|| (q.id(), a.to_owned()))
+            }
+            None => None,
+        };
+        if let Some(key) = &attempt {
+            let now = self.now_ms();
+            let mut attempts = self.attempts.lock();
+            attempts.retain(|_, a| a.valid_until_ms > now);
+            if let Some(a) = attempts.get(key) {
+                return Ok(a.response.clone());
+            }
+        }
         let req = ReceiveRequest {
             max: usize::try_from(max).unwrap_or(1),
             visibility: visibility.map(secs),
@@ -788,13 +816,24 @@ impl Sqs {
         }
         let messages: Vec<Value> =
             deliveries.iter().map(|d| render_delivery(d, &system_names, &patterns, fifo)).collect();
-        Ok(json!({"Messages": messages}))
+        let response = json!({"Messages": messages});
+        if let Some(key) = attempt {
+            let lease_ms =
+                visibility.map_or(q.settings().visibility_timeout_ms, |v| secs(v).as_millis() as u64);
+            let valid_until_ms = self.now_ms() + lease_ms.min(ATTEMPT_WINDOW_MS);
+            let mut attempts = self.attempts.lock();
+            if attempts.len() < MAX_ATTEMPTS {
+                let receipts = deliveries.iter().map(|d| d.receipt).collect();
+                attempts.insert(key, Attempt { valid_until_ms, receipts, response: response.clone() });
+            }
+        }
+        Ok(response)
     }
 
     async fn delete_message(&self, p: Params<'_>) -> SqsResult<Value> {
         let q = self.queue(p)?;
         let handle = p.str_req("ReceiptHandle")?;
-        let d = delete_one(&q, handle)?;
+        let d = self.delete_one(&q, handle)?;
         wait_durable(d).await?;
         Ok(json!({}))
     }
@@ -807,7 +846,7 @@ impl Sqs {
         let mut failed = Vec::new();
         let mut durable = Durable::done();
         for (id, e) in ids.iter().zip(&entries) {
-            match e.str_req("ReceiptHandle").and_then(|h| delete_one(&q, h)) {
+            match e.str_req("ReceiptHandle").and_then(|h| self.delete_one(&q, h)) {
                 Ok(d) => {
                     durable = durable.join(d);
                     ok.push(json!({"Id": id}));
@@ -821,7 +860,7 @@ impl Sqs {
 
     fn change_message_visibility(&self, p: Params<'_>) -> SqsResult<Value> {
         let q = self.queue(p)?;
-        change_one(&q, p)?;
+        self.change_one(&q, p)?;
         Ok(json!({}))
     }
 
@@ -832,12 +871,55 @@ impl Sqs {
         let mut ok = Vec::new();
         let mut failed = Vec::new();
         for (id, e) in ids.iter().zip(&entries) {
-            match change_one(&q, *e) {
+            match self.change_one(&q, *e) {
                 Ok(()) => ok.push(json!({"Id": id})),
                 Err(err) => failed.push(failed_entry(id, &err)),
             }
         }
         Ok(json!({"Successful": ok, "Failed": failed}))
+    }
+
+    /// Deleting or changing the visibility of a message ends the retry window of the receive
+    /// that returned it.
+    fn forget_attempts(&self, receipt: Receipt) {
+        let mut attempts = self.attempts.lock();
+        if !attempts.is_empty() {
+            attempts.retain(|_, a| !a.receipts.contains(&receipt));
+        }
+    }
+
+    fn delete_one(&self, q: &Queue, handle: &str) -> SqsResult<Durable> {
+        let receipt = decode_receipt(handle)?;
+        self.forget_attempts(receipt);
+        match q.delete(receipt) {
+            Ok(s) => Ok(s.durable),
+            Err(CoreError::ReceiptHandleInvalid) => Err(SqsError::bad_receipt(handle)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn change_one(&self, q: &Queue, p: Params<'_>) -> SqsResult<()> {
+        let handle = p.str_req("ReceiptHandle")?;
+        let timeout = p.int_req("VisibilityTimeout")?;
+        if !(0..=attributes::MAX_VISIBILITY_SECONDS).contains(&timeout) {
+            return Err(SqsError::invalid_param(
+                "VisibilityTimeout",
+                timeout,
+                "VisibilityTimeout must be an integer between 0 and 43200",
+            ));
+        }
+        let receipt = decode_receipt(handle)?;
+        self.forget_attempts(receipt);
+        match q.change_visibility(receipt, secs(timeout)) {
+            Ok(()) => Ok(()),
+            Err(CoreError::ReceiptHandleInvalid) => Err(SqsError::bad_receipt(handle)),
+            Err(CoreError::InvalidArgument(_)) => Err(SqsError::invalid_param(
+                "VisibilityTimeout",
+                timeout,
+                "Total VisibilityTimeout for the message is beyond the limit [43200 seconds]",
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -907,38 +989,6 @@ fn render_delivery(d: &Delivery, system_names: &[&str], patterns: &[&str], fifo:
 
 fn decode_receipt(handle: &str) -> SqsResult<Receipt> {
     Receipt::decode(handle).map_err(|_| SqsError::bad_receipt(handle))
-}
-
-fn delete_one(q: &Queue, handle: &str) -> SqsResult<Durable> {
-    let receipt = decode_receipt(handle)?;
-    match q.delete(receipt) {
-        Ok(s) => Ok(s.durable),
-        Err(CoreError::ReceiptHandleInvalid) => Err(SqsError::bad_receipt(handle)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn change_one(q: &Queue, p: Params<'_>) -> SqsResult<()> {
-    let handle = p.str_req("ReceiptHandle")?;
-    let timeout = p.int_req("VisibilityTimeout")?;
-    if !(0..=attributes::MAX_VISIBILITY_SECONDS).contains(&timeout) {
-        return Err(SqsError::invalid_param(
-            "VisibilityTimeout",
-            timeout,
-            "VisibilityTimeout must be an integer between 0 and 43200",
-        ));
-    }
-    let receipt = decode_receipt(handle)?;
-    match q.change_visibility(receipt, secs(timeout)) {
-        Ok(()) => Ok(()),
-        Err(CoreError::ReceiptHandleInvalid) => Err(SqsError::bad_receipt(handle)),
-        Err(CoreError::InvalidArgument(_)) => Err(SqsError::invalid_param(
-            "VisibilityTimeout",
-            timeout,
-            "Total VisibilityTimeout for the message is beyond the limit [43200 seconds]",
-        )),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The checks every batch shares; returns the entry ids in order.
