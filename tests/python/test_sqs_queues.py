@@ -2,13 +2,14 @@
 (every one Terraform sets round-trips), tags, permissions, delete."""
 
 import json
+import time
 import uuid
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION
+from conftest import ACCOUNT, REGION, wait_until
 
 
 def code(exc_info):
@@ -283,8 +284,72 @@ def test_permissions_are_stored_in_the_policy(sqs):
     assert code(e) == "InvalidParameterValue"
 
 
-def test_message_move_tasks_say_unsupported(sqs):
+def test_message_move_task_redrives_a_dlq(sqs):
+    dlq = sqs.create_queue(QueueName=uid("dlq"))["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    src = sqs.create_queue(
+        QueueName=uid("src"),
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})},
+    )["QueueUrl"]
+    for i in range(5):
+        sqs.send_message(QueueUrl=dlq, MessageBody=f"dead {i}",
+                         MessageAttributes={"i": {"DataType": "Number", "StringValue": str(i)}})
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+    assert handle
+    assert wait_until(lambda: sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0]["Status"] == "COMPLETED")
+    task = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0]
+    assert task["ApproximateNumberOfMessagesMoved"] == 5
+    assert task["ApproximateNumberOfMessagesToMove"] == 5
+    assert "TaskHandle" not in task
+    bodies = set()
+    while True:
+        got = sqs.receive_message(QueueUrl=src, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+        if not got:
+            break
+        bodies |= {m["Body"] for m in got}
+        assert all(m["MessageAttributes"]["i"]["DataType"] == "Number" for m in got)
+    assert bodies == {f"dead {i}" for i in range(5)}
     with pytest.raises(ClientError) as e:
-        sqs.list_message_move_tasks(SourceArn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:x")
-    assert code(e) == "AWS.SimpleQueueService.UnsupportedOperation"
-    assert "ListMessageMoveTasks" in e.value.response["Error"]["Message"]
+        sqs.cancel_message_move_task(TaskHandle=handle)
+    assert code(e) == "InvalidParameterValue"
+
+
+def test_message_move_task_rate_and_cancel(sqs):
+    dlq = sqs.create_queue(QueueName=uid("dlq"))["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.create_queue(
+        QueueName=uid("src"),
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})},
+    )
+    other = sqs.create_queue(QueueName=uid("dest"))["QueueUrl"]
+    other_arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.send_message_batch(QueueUrl=dlq, Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(10)])
+    handle = sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=other_arn,
+                                         MaxNumberOfMessagesPerSecond=2)["TaskHandle"]
+    with pytest.raises(ClientError) as e:
+        sqs.start_message_move_task(SourceArn=dlq_arn)
+    assert code(e) == "InvalidParameterValue"
+    running = sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0]
+    assert running["Status"] == "RUNNING" and running["TaskHandle"] == handle
+    assert running["DestinationArn"] == other_arn and running["MaxNumberOfMessagesPerSecond"] == 2
+    time.sleep(1.2)
+    moved = sqs.cancel_message_move_task(TaskHandle=handle)["ApproximateNumberOfMessagesMoved"]
+    assert 1 <= moved < 10
+    assert wait_until(lambda: sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0]["Status"] == "CANCELLED")
+    left = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    assert int(left["ApproximateNumberOfMessages"]) > 0
+
+
+def test_message_move_task_errors(sqs):
+    with pytest.raises(ClientError) as e:
+        sqs.list_message_move_tasks(SourceArn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{uid('none')}")
+    assert code(e) == "ResourceNotFoundException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    plain = sqs.create_queue(QueueName=uid())["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    with pytest.raises(ClientError) as e:
+        sqs.start_message_move_task(SourceArn=arn)
+    assert code(e) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as e:
+        sqs.cancel_message_move_task(TaskHandle="bm9wZQ==")
+    assert code(e) == "ResourceNotFoundException"

@@ -20,6 +20,7 @@ use crate::attributes::{self, ArnContext, CREATED, MODIFIED, TAG_PREFIX};
 use crate::digest::md5_hex;
 use crate::error::{ErrorCode, SqsError, SqsResult};
 use crate::message::{self, MessageAttribute};
+use crate::movetask::{self, MoveTask, MAX_MOVE_RATE, TASK_HISTORY};
 use crate::wire::Params;
 use crate::SqsConfig;
 
@@ -69,6 +70,8 @@ pub struct Sqs {
     purges: Mutex<HashMap<u64, u64>>,
     /// (queue id, ReceiveRequestAttemptId) → the answer given.
     attempts: Mutex<HashMap<(u64, String), Attempt>>,
+    /// Source (DLQ) name → its move tasks, newest last.
+    moves: Mutex<HashMap<String, Vec<Arc<MoveTask>>>>,
 }
 
 pub const ACTIONS: &[&str] = &[
@@ -156,7 +159,13 @@ impl Outgoing {
 
 impl Sqs {
     pub fn new(broker: Arc<Broker>, config: SqsConfig) -> Self {
-        Sqs { broker, config, purges: Mutex::new(HashMap::new()), attempts: Mutex::new(HashMap::new()) }
+        Sqs {
+            broker,
+            config,
+            purges: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+            moves: Mutex::new(HashMap::new()),
+        }
     }
 
     fn vhost(&self) -> SqsResult<Arc<VHost>> {
@@ -227,10 +236,9 @@ impl Sqs {
             "ListQueueTags" => self.list_queue_tags(p),
             "AddPermission" => self.add_permission(p),
             "RemovePermission" => self.remove_permission(p),
-            "StartMessageMoveTask" | "CancelMessageMoveTask" | "ListMessageMoveTasks" => Err(SqsError::new(
-                ErrorCode::UnsupportedOperation,
-                format!("{action} is not supported by this server yet."),
-            )),
+            "StartMessageMoveTask" => self.start_message_move_task(p),
+            "CancelMessageMoveTask" => self.cancel_message_move_task(p),
+            "ListMessageMoveTasks" => self.list_message_move_tasks(p),
             _ => Err(SqsError::new(
                 ErrorCode::InvalidAction,
                 format!("The action {action} is not valid for this endpoint."),
@@ -877,6 +885,106 @@ impl Sqs {
             }
         }
         Ok(json!({"Successful": ok, "Failed": failed}))
+    }
+
+    // ---- message move tasks ----------------------------------------------------------------
+
+    /// The queue an ARN names, or ResourceNotFoundException naming the parameter.
+    fn queue_by_arn(&self, param: &str, arn: &str) -> SqsResult<Arc<Queue>> {
+        let missing = || {
+            SqsError::new(
+                ErrorCode::ResourceNotFound,
+                format!("The resource that you specified for the {param} parameter doesn't exist."),
+            )
+        };
+        let name = attributes::queue_name_from_arn(arn).ok_or_else(missing)?;
+        self.queue_named(name).map_err(|_| missing())
+    }
+
+    fn start_message_move_task(&self, p: Params<'_>) -> SqsResult<Value> {
+        let source_arn = p.str_req("SourceArn")?;
+        let source = self.queue_by_arn("SourceArn", source_arn)?;
+        let rate = ranged(
+            p,
+            "MaxNumberOfMessagesPerSecond",
+            1,
+            MAX_MOVE_RATE,
+            "MaxNumberOfMessagesPerSecond must be between 1 and 500.",
+        )?;
+        let sources: Vec<Arc<Queue>> = self
+            .sqs_queues()?
+            .into_iter()
+            .filter(|q| q.settings().redrive.is_some_and(|r| r.dead_letter_queue == source.name()))
+            .collect();
+        if sources.is_empty() {
+            return Err(SqsError::invalid("Source queue must be configured as a Dead Letter Queue."));
+        }
+        let destination_arn = p.str_opt("DestinationArn")?;
+        let destination = match destination_arn {
+            Some(arn) => self.queue_by_arn("DestinationArn", arn)?,
+            None if sources.len() == 1 => sources[0].clone(),
+            // The engine does not record which queue each dead letter came from, so with
+            // several sources the destination has to be named.
+            None => {
+                return Err(SqsError::invalid(
+                    "This dead-letter queue has several source queues; give DestinationArn to say where \
+                     its messages go.",
+                ))
+            }
+        };
+        if destination.id() == source.id() {
+            return Err(SqsError::invalid("The destination must differ from the source queue."));
+        }
+        let mut moves = self.moves.lock();
+        let history = moves.entry(source.name().to_owned()).or_default();
+        if history.iter().any(|t| matches!(t.status(), "RUNNING" | "CANCELLING")) {
+            return Err(SqsError::invalid("There can be only one active message movement task per queue."));
+        }
+        let task = Arc::new(MoveTask::new(
+            source_arn.to_owned(),
+            destination_arn.map(str::to_owned),
+            rate,
+            source.stats().ready,
+            self.now_ms(),
+        ));
+        history.push(task.clone());
+        if history.len() > TASK_HISTORY {
+            history.remove(0);
+        }
+        let handle = task.handle.clone();
+        tokio::spawn(movetask::run(task, source, destination, self.broker.clock()));
+        Ok(json!({"TaskHandle": handle}))
+    }
+
+    fn cancel_message_move_task(&self, p: Params<'_>) -> SqsResult<Value> {
+        let handle = p.str_req("TaskHandle")?;
+        let source_arn = movetask::decode_handle(handle)?;
+        let name = attributes::queue_name_from_arn(&source_arn).unwrap_or("");
+        let task = self
+            .moves
+            .lock()
+            .get(name)
+            .and_then(|h| h.iter().find(|t| t.handle == handle).cloned())
+            .ok_or_else(|| {
+            SqsError::new(ErrorCode::ResourceNotFound, "The specified task handle does not exist.")
+        })?;
+        if !task.cancel() {
+            return Err(SqsError::invalid("Only a running message movement task can be cancelled."));
+        }
+        Ok(json!({"ApproximateNumberOfMessagesMoved": task.moved()}))
+    }
+
+    fn list_message_move_tasks(&self, p: Params<'_>) -> SqsResult<Value> {
+        let source_arn = p.str_req("SourceArn")?;
+        let source = self.queue_by_arn("SourceArn", source_arn)?;
+        let max = ranged(p, "MaxResults", 1, 10, "MaxResults must be between 1 and 10.")?.unwrap_or(1);
+        let results: Vec<Value> = self
+            .moves
+            .lock()
+            .get(source.name())
+            .map(|h| h.iter().rev().take(usize::try_from(max).unwrap_or(1)).map(|t| t.to_json()).collect())
+            .unwrap_or_default();
+        Ok(json!({"Results": results}))
     }
 
     /// Deleting or changing the visibility of a message ends the retry window of the receive

@@ -12,6 +12,7 @@ mod attributes;
 mod digest;
 mod error;
 mod message;
+mod movetask;
 mod wire;
 
 use std::future::Future;

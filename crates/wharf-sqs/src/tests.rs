@@ -132,8 +132,8 @@ async fn json_errors_carry_query_codes() {
     assert_eq!(r.json()["__type"], "com.amazonaws.sqs#QueueNameExists");
     assert_eq!(r.query_error.as_deref(), Some("QueueAlreadyExists;Sender"));
     let r = json_call(&app, "StartMessageMoveTask", json!({"SourceArn": "x"})).await;
-    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#UnsupportedOperation");
-    assert!(r.json()["message"].as_str().expect("msg").contains("StartMessageMoveTask"));
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#ResourceNotFoundException");
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
