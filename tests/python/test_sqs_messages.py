@@ -451,3 +451,17 @@ def test_fifo_receive_request_attempt_id_retries_get_the_same_messages(sqs, new_
         sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     after = receive(sqs, url, ReceiveRequestAttemptId="attempt-1")
     assert [m["MessageId"] for m in after] != [m["MessageId"] for m in first]
+
+
+def test_long_poll_wakes_when_visibility_is_changed_to_zero(sqs, new_queue):
+    url = new_queue()
+    sqs.send_message(QueueUrl=url, MessageBody="again")
+    m = receive(sqs, url, VisibilityTimeout=60)[0]
+    threading.Timer(
+        0.5,
+        lambda: sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0),
+    ).start()
+    t0 = time.monotonic()
+    got = receive(sqs, url, WaitTimeSeconds=10)
+    assert got and got[0]["MessageId"] == m["MessageId"]
+    assert time.monotonic() - t0 < 5

@@ -153,7 +153,9 @@ fn fold_member(action: &str, key: &str, node: &Node) -> (String, Value) {
     match key {
         "Attribute" => {
             let mut map = Map::new();
-            for n in node.indexed() {
+            // Old clients send one unnumbered pair (`Attribute.Name=...&Attribute.Value=...`).
+            let single = node.children.contains_key("Name").then_some(node);
+            for n in single.into_iter().chain(node.indexed()) {
                 if let Some(name) = n.text("Name") {
                     map.insert(name.to_owned(), Value::String(n.text("Value").unwrap_or("").to_owned()));
                 }
@@ -486,6 +488,8 @@ mod tests {
             json!({"QueueName": "q", "Attributes": {"DelaySeconds": "5", "VisibilityTimeout": "60"},
                    "tags": {"env": "dev"}})
         );
+        let p = pairs("Attribute.Name=Policy&Attribute.Value=%7B%7D");
+        assert_eq!(query_to_json("SetQueueAttributes", &p), json!({"Attributes": {"Policy": "{}"}}));
         let p = pairs("AttributeName.2=B&AttributeName.1=A&AttributeName.10=C");
         assert_eq!(query_to_json("GetQueueAttributes", &p), json!({"AttributeNames": ["A", "B", "C"]}));
     }
