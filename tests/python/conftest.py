@@ -32,21 +32,38 @@ NS = "{http://queue.amazonaws.com/doc/2012-11-05/}"
 CREDS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free ports (all held open while choosing, so they cannot repeat)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class Server:
     def __init__(self):
-        self.http = f"127.0.0.1:{free_port()}"
+        # A port chosen free can be taken by someone else before the server binds it; then the
+        # server exits at once and we try again with new ports.
+        for _ in range(3):
+            if self._start():
+                return
+        raise RuntimeError("wharf did not start:\n" + "".join(self.output))
+
+    def _start(self):
+        http_port, admin_port = free_ports(2)
+        self.http = f"127.0.0.1:{http_port}"
         only = os.environ.get("WHARF_SQS_ONLY_BIN")
         if only:
             cmd = [only, self.http]
         else:
             binary = os.environ.get("WHARF_BIN") or str(ROOT / "target" / "debug" / "wharf")
-            admin = f"127.0.0.1:{free_port()}"
+            admin = f"127.0.0.1:{admin_port}"
             cmd = [binary, "serve", "--in-memory", "--http", self.http, "--admin", admin]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
@@ -62,10 +79,13 @@ class Server:
                     ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(30):
-            self.stop()
-            raise RuntimeError("wharf did not start:\n" + "".join(self.output))
+        deadline = time.monotonic() + 30
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                return False
         self.endpoint = f"http://{self.http}"
+        return True
 
     def alive(self):
         return self.proc.poll() is None
