@@ -2,7 +2,6 @@
 //! shutdown.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -461,29 +460,27 @@ impl Broker {
 
     /// The background task: tick when the next deadline comes (at least every
     /// `max_tick_interval`), compact now and then, until shutdown.
-    pub fn run(self: Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let clock = self.shared.clock.clone();
-            let mut last_compaction = clock.now_ms();
-            let compaction_every = ms(self.shared.config.compaction_interval);
-            let max_nap = self.shared.config.max_tick_interval;
-            while !self.shared.is_shutting_down() {
-                self.tick();
-                let now = clock.now_ms();
-                if now.saturating_sub(last_compaction) >= compaction_every {
-                    let moved = self.compact();
-                    if moved > 0 {
-                        info!(records = moved, "compaction moved straggler records forward");
-                    }
-                    last_compaction = now;
+    pub async fn run(self: Arc<Self>) {
+        let clock = self.shared.clock.clone();
+        let mut last_compaction = clock.now_ms();
+        let compaction_every = ms(self.shared.config.compaction_interval);
+        let max_nap = self.shared.config.max_tick_interval;
+        while !self.shared.is_shutting_down() {
+            self.tick();
+            let now = clock.now_ms();
+            if now.saturating_sub(last_compaction) >= compaction_every {
+                let moved = self.compact();
+                if moved > 0 {
+                    info!(records = moved, "compaction moved straggler records forward");
                 }
-                let next = self.shared.next_wakeup.load(Ordering::SeqCst);
-                let nap =
-                    Duration::from_millis(next.saturating_sub(now)).clamp(Duration::from_millis(1), max_nap);
-                tokio::select! {
-                    _ = tokio::time::sleep(nap) => {}
-                    _ = self.shared.wake.notified() => {}
-                }
+                last_compaction = now;
+            }
+            let next = self.shared.next_wakeup.load(Ordering::SeqCst);
+            let nap =
+                Duration::from_millis(next.saturating_sub(now)).clamp(Duration::from_millis(1), max_nap);
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = self.shared.wake.notified() => {}
             }
         }
     }
@@ -508,6 +505,12 @@ impl Broker {
     pub fn is_shutting_down(&self) -> bool {
         self.shared.is_shutting_down()
     }
+}
+
+/// The binary spawns `run` on a multi-threaded runtime: it must stay `Send`.
+#[allow(dead_code)]
+fn run_is_send(b: Arc<Broker>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    b.run()
 }
 
 impl std::fmt::Debug for Broker {

@@ -40,7 +40,8 @@ pub enum CancelReason {
 
 #[derive(Debug)]
 pub enum ConsumerEvent {
-    Delivery(Delivery),
+    /// Boxed: a delivery is large and the channel should move a pointer.
+    Delivery(Box<Delivery>),
     /// The engine cancelled the consumer (AMQP basic.cancel from the server). No further events.
     Cancelled(CancelReason),
 }

@@ -525,7 +525,10 @@ impl Queue {
             q.kick();
         }
         if fx.auto_delete {
-            if let (Some(vhost), Some(me)) = (self.vhost.upgrade(), self.state.lock().me.upgrade()) {
+            // Bind `me` first: a guard in an `if let` scrutinee would live through the block
+            // and the vhost would find this queue's lock held.
+            let me = self.state.lock().me.upgrade();
+            if let (Some(vhost), Some(me)) = (self.vhost.upgrade(), me) {
                 vhost.auto_delete_queue(&me);
             }
         }
@@ -1794,11 +1797,11 @@ impl QueueState {
                             self.settle(rec);
                             self.totals.acked += 1;
                         }
-                        let _ = self.consumers[ci].tx.send(ConsumerEvent::Delivery(d));
+                        let _ = self.consumers[ci].tx.send(ConsumerEvent::Delivery(Box::new(d)));
                     } else {
                         self.consumers[ci].unacked.insert(seq);
                         // The receiver lives as long as the Consumer, whose drop requeues this.
-                        let _ = self.consumers[ci].tx.send(ConsumerEvent::Delivery(d));
+                        let _ = self.consumers[ci].tx.send(ConsumerEvent::Delivery(Box::new(d)));
                     }
                 }
                 Ok(None) | Err(_) => {

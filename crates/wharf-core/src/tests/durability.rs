@@ -1,0 +1,320 @@
+//! What survives a restart (a Broker reopened on the same store), recovery details, damaged
+//! queues, compaction, memory per message.
+
+use std::sync::Arc;
+
+use wharf_store::{Durable, QueueId, QueueLog, QueueLogStats, RecordId, RecoveryReport, Store, StoreStats};
+
+use super::*;
+use crate::{CoreError, ExchangeKind, ExchangeSettings, Headers, QueueKind, RedrivePolicy};
+
+#[tokio::test]
+async fn definitions_and_messages_survive_reopen() {
+    let env = env();
+    let v = env.vhost();
+    let mut settings = QueueSettings::durable();
+    settings.visibility_timeout_ms = 5_000;
+    settings.attributes.insert("Policy".into(), "{\"Version\":\"2012-10-17\"}".into());
+    let q = env.queue("keep", settings.clone());
+    env.queue("gone", QueueSettings::default());
+    v.declare_exchange("ex", ExchangeKind::Topic, ExchangeSettings::default()).expect("declare");
+    v.declare_exchange(
+        "temp",
+        ExchangeKind::Fanout,
+        ExchangeSettings { durable: false, ..Default::default() },
+    )
+    .expect("declare");
+    v.bind_queue("ex", "keep", "a.#", Headers::new()).expect("bind");
+    env.broker.create_vhost("tenant").expect("vhost");
+    let first = send(&q, "persistent");
+    let mut transient = msg("transient");
+    transient.properties.persistent = false;
+    q.send(transient, SendOptions::default()).expect("send");
+    let acked = send(&q, "acked");
+    let in_flight = send(&q, "in-flight");
+    let got = recv(&q, 10).await;
+    assert_eq!(got.len(), 4);
+    q.delete(got.iter().find(|d| d.message_id == acked.message_id).expect("acked").receipt).expect("delete");
+    // Everything except the acked one is unacked; the in-flight one comes back.
+    let _ = in_flight;
+
+    let env2 = env.reopen();
+    let v2 = env2.vhost();
+    assert!(v2.queue("gone").is_err(), "non-durable queue is gone");
+    assert!(v2.exchange("temp").is_err());
+    assert_eq!(v2.exchange("ex").expect("ex").kind, ExchangeKind::Topic);
+    assert!(env2.broker.vhost("tenant").is_ok());
+    let q2 = v2.queue("keep").expect("durable queue");
+    assert_eq!(q2.settings(), settings);
+    assert_eq!(q2.id(), q.id());
+    let got = recv(&q2, 10).await;
+    assert_eq!(bodies(&got), ["persistent", "in-flight"]);
+    assert_eq!(got[0].message_id, first.message_id);
+    assert_eq!(got[0].sequence_number, first.sequence_number);
+    assert_eq!(got[0].sent_ms, T0);
+    // Bindings came back too.
+    assert_eq!(v2.publish("ex", "a.b", msg("routed"), Default::default()).expect("publish").routed, 1);
+    // Sequence numbers keep increasing across the restart.
+    assert!(send(&q2, "after").sequence_number > first.sequence_number);
+    // Redeclaring with the same settings is fine after a restart.
+    assert!(!v2.declare_queue("keep", settings).expect("redeclare").1);
+}
+
+#[tokio::test]
+async fn sequence_numbers_increase_across_restart_even_when_empty() {
+    let env = env();
+    let q = env.queue("q", QueueSettings::durable());
+    let s = send(&q, "a");
+    let d = recv(&q, 1).await.remove(0);
+    q.delete(d.receipt).expect("delete");
+    env.clock.advance(std::time::Duration::from_millis(1));
+    let env2 = env.reopen();
+    let q2 = env2.vhost().queue("q").expect("q");
+    assert!(send(&q2, "b").sequence_number > s.sequence_number);
+}
+
+#[tokio::test]
+async fn fifo_state_survives_reopen() {
+    let env = env();
+    let q = env.queue("q.fifo", QueueSettings { durable: true, ..QueueSettings::fifo() });
+    let opts = |g: &str, d: &str| SendOptions {
+        group_id: Some(g.into()),
+        dedup_id: Some(d.into()),
+        ..SendOptions::default()
+    };
+    let a1 = q.send(msg("a1"), opts("a", "1")).expect("send");
+    q.send(msg("a2"), opts("a", "2")).expect("send");
+    let env2 = env.reopen();
+    let q2 = env2.vhost().queue("q.fifo").expect("q");
+    let dup = q2.send(msg("a1 again"), opts("a", "1")).expect("send");
+    assert!(dup.duplicate_of_earlier, "dedup window rebuilt from the log");
+    assert_eq!(dup.message_id, a1.message_id);
+    let got = recv(&q2, 10).await;
+    assert_eq!(bodies(&got), ["a1", "a2"]);
+    assert_eq!(got[0].group_id.as_deref(), Some("a"));
+    assert_eq!(got[0].dedup_id.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn delayed_and_expiring_messages_keep_their_times() {
+    let env = env();
+    let q = env.queue(
+        "q",
+        QueueSettings { delay_ms: 10_000, message_ttl_ms: Some(60_000), ..QueueSettings::durable() },
+    );
+    send(&q, "m");
+    env.clock.advance(std::time::Duration::from_secs(5));
+    let env2 = env.reopen();
+    let q2 = env2.vhost().queue("q").expect("q");
+    assert_eq!(q2.stats().delayed, 1);
+    env2.advance(5_000);
+    assert_eq!(q2.stats().ready, 1);
+    env2.advance(50_000);
+    assert_eq!(q2.stats().ready, 0);
+    assert_eq!(env2.store.stats().records_settled, 1);
+}
+
+#[tokio::test]
+async fn dead_lettered_messages_move_logs() {
+    let env = env();
+    let dlq = env.queue("dlq", QueueSettings::durable());
+    let q = env.queue(
+        "q",
+        QueueSettings {
+            redrive: Some(RedrivePolicy { dead_letter_queue: "dlq".into(), max_receive_count: 1 }),
+            ..QueueSettings::durable()
+        },
+    );
+    send(&q, "m");
+    recv_vis(&q, 1, 0).await;
+    env.advance(1);
+    assert!(recv(&q, 1).await.is_empty());
+    env.broker.tick();
+    let logs = |e: &Env, id: QueueId| e.store.open_queue(id).expect("log").stats().live_records;
+    assert_eq!((logs(&env, q.id()), logs(&env, dlq.id())), (0, 1));
+    let env2 = env.reopen();
+    assert_eq!(env2.vhost().queue("dlq").expect("dlq").stats().ready, 1);
+    assert_eq!(env2.vhost().queue("q").expect("q").stats().ready, 0);
+}
+
+/// A store whose logs can report damage and stragglers, wrapping the memory store.
+struct FakeStore {
+    inner: Arc<MemoryStore>,
+    damaged: Option<QueueId>,
+    all_stragglers: bool,
+}
+
+struct FakeLog {
+    inner: Arc<dyn QueueLog>,
+    damaged: bool,
+    all_stragglers: bool,
+}
+
+impl Store for FakeStore {
+    fn open_queue(&self, queue: QueueId) -> wharf_store::Result<Arc<dyn QueueLog>> {
+        Ok(Arc::new(FakeLog {
+            inner: self.inner.open_queue(queue)?,
+            damaged: self.damaged == Some(queue),
+            all_stragglers: self.all_stragglers,
+        }))
+    }
+    fn remove_queue(&self, queue: QueueId) -> wharf_store::Result<()> {
+        self.inner.remove_queue(queue)
+    }
+    fn queue_ids(&self) -> wharf_store::Result<Vec<QueueId>> {
+        self.inner.queue_ids()
+    }
+    fn save_definitions(&self, bytes: &[u8]) -> wharf_store::Result<()> {
+        self.inner.save_definitions(bytes)
+    }
+    fn load_definitions(&self) -> wharf_store::Result<Option<Vec<u8>>> {
+        self.inner.load_definitions()
+    }
+    fn flush(&self) -> wharf_store::Result<()> {
+        Ok(())
+    }
+    fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+    fn is_persistent(&self) -> bool {
+        true
+    }
+    fn fsync_mode(&self) -> wharf_store::FsyncMode {
+        wharf_store::FsyncMode::Never
+    }
+}
+
+impl QueueLog for FakeLog {
+    fn append(&self, record: &[u8]) -> wharf_store::Result<(RecordId, Durable)> {
+        self.inner.append(record)
+    }
+    fn read(&self, id: RecordId) -> wharf_store::Result<Vec<u8>> {
+        self.inner.read(id)
+    }
+    fn settle(&self, id: RecordId) -> wharf_store::Result<Durable> {
+        self.inner.settle(id)
+    }
+    fn recover(&self, visit: &mut dyn FnMut(RecordId, &[u8])) -> wharf_store::Result<RecoveryReport> {
+        let mut report = self.inner.recover(visit)?;
+        if self.damaged {
+            report.damage = Some("bad CRC at segment 3 offset 4096".into());
+        }
+        Ok(report)
+    }
+    fn stragglers(&self) -> Vec<RecordId> {
+        if !self.all_stragglers {
+            return Vec::new();
+        }
+        let mut ids = Vec::new();
+        let _ = self.inner.recover(&mut |id, _| ids.push(id));
+        ids
+    }
+    fn stats(&self) -> QueueLogStats {
+        self.inner.stats()
+    }
+}
+
+fn open_fake(inner: &Arc<MemoryStore>, damaged: Option<QueueId>, all_stragglers: bool) -> Arc<Broker> {
+    let store: Arc<dyn Store> = Arc::new(FakeStore { inner: inner.clone(), damaged, all_stragglers });
+    Broker::open(store, Arc::new(ManualClock::new(T0)), BrokerConfig::default()).expect("open")
+}
+
+#[tokio::test]
+async fn damaged_queue_opens_closed() {
+    let inner = Arc::new(MemoryStore::new());
+    let broker = open_fake(&inner, None, false);
+    let v = broker.vhost("/").expect("vhost");
+    let bad = v.declare_queue("bad", QueueSettings::durable()).expect("declare").0;
+    let good = v.declare_queue("good", QueueSettings::durable()).expect("declare").0;
+    send(&bad, "x");
+    send(&good, "y");
+    let bad_id = bad.id();
+    broker.shutdown();
+
+    let broker = open_fake(&inner, Some(bad_id), false);
+    let damaged = broker.damaged_queues();
+    assert_eq!(damaged.len(), 1);
+    assert_eq!((damaged[0].vhost.as_str(), damaged[0].queue.as_str()), ("/", "bad"));
+    assert!(damaged[0].reason.contains("bad CRC"));
+    let v = broker.vhost("/").expect("vhost");
+    let bad = v.queue("bad").expect("listed");
+    assert!(matches!(bad.send(msg("z"), SendOptions::default()), Err(CoreError::QueueDamaged { .. })));
+    assert!(matches!(recv_err(&bad).await, CoreError::QueueDamaged { .. }));
+    assert_eq!(bad.stats().ready, 1, "what was read before the damage is kept for inspection");
+    let good = v.queue("good").expect("good");
+    assert_eq!(bodies(&recv(&good, 10).await), ["y"]);
+    // An operator can still delete it.
+    v.delete_queue("bad", false, false).expect("delete");
+}
+
+async fn recv_err(q: &Queue) -> CoreError {
+    q.receive(ReceiveRequest::default()).await.expect_err("should fail")
+}
+
+#[tokio::test]
+async fn undecodable_records_mark_the_queue_damaged() {
+    let env = env();
+    let q = env.queue("q", QueueSettings::durable());
+    send(&q, "ok");
+    env.store.open_queue(q.id()).expect("log").append(b"\x09garbage").expect("append");
+    let env2 = env.reopen();
+    let damaged = env2.broker.damaged_queues();
+    assert_eq!(damaged.len(), 1);
+    assert!(damaged[0].reason.contains("could not be decoded"));
+}
+
+#[tokio::test]
+async fn compaction_moves_stragglers_and_recovery_dedupes_copies() {
+    let inner = Arc::new(MemoryStore::new());
+    let broker = open_fake(&inner, None, true);
+    let v = broker.vhost("/").expect("vhost");
+    let q = v.declare_queue("q", QueueSettings::durable()).expect("declare").0;
+    send(&q, "a");
+    send(&q, "b");
+    let d = recv(&q, 1).await.remove(0);
+    assert_eq!(broker.compact(), 2);
+    // Both copies' bookkeeping: old records settled, new ones live.
+    let log = inner.open_queue(q.id()).expect("log");
+    assert_eq!(log.stats().live_records, 2);
+    // The lease still works after its record moved.
+    assert!(q.delete(d.receipt).expect("delete").deleted);
+    assert_eq!(log.stats().live_records, 1);
+    // Simulate a crash between a re-append and the old copy's settle: a second copy of "b".
+    let mut copy = None;
+    log.recover(&mut |_, bytes| copy = Some(bytes.to_vec())).expect("recover");
+    log.append(&copy.expect("one record")).expect("append");
+    broker.shutdown();
+    let broker = open_fake(&inner, None, false);
+    let q = broker.vhost("/").expect("vhost").queue("q").expect("q");
+    assert_eq!(bodies(&recv(&q, 10).await), ["b"], "one copy survives");
+    assert_eq!(log.stats().live_records, 1, "the older duplicate was settled");
+}
+
+#[test]
+fn per_message_memory_is_small() {
+    let entry = crate::queue::entry_size();
+    println!("per-message engine entry: {entry} bytes (+~18 bytes of ready index, standard queues)");
+    assert!(entry <= 64);
+}
+
+#[tokio::test]
+async fn recovery_of_many_records_is_fast() {
+    let env = env();
+    let q = env.queue("q", QueueSettings::durable());
+    let n = 200_000;
+    let body = "x".repeat(64);
+    for _ in 0..n {
+        send(&q, &body);
+    }
+    env.broker.shutdown();
+    let start = std::time::Instant::now();
+    let env2 = env_on(env.store.clone(), env.clock.clone());
+    let elapsed = start.elapsed();
+    let q2 = env2.vhost().queue("q").expect("q");
+    assert_eq!(q2.stats().ready, n);
+    println!("recovered {n} records in {elapsed:?}");
+    // Unoptimised build on a shared machine; the release build is an order of magnitude faster.
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+    assert_eq!(bodies(&recv(&q2, 1).await), [body]);
+    assert_eq!(q2.settings().kind, QueueKind::Standard);
+}
