@@ -53,6 +53,9 @@ pub enum CoreError {
     /// Max length reached with overflow reject-publish(-dlx).
     #[error("queue '{0}' is full")]
     QueueFull(String),
+    /// Too many messages in flight (SQS OverLimit).
+    #[error("over limit: {0}")]
+    OverLimit(String),
     /// The receipt (or lease) cannot be decoded or belongs to another queue.
     #[error("the receipt handle is invalid")]
     ReceiptHandleInvalid,

@@ -366,6 +366,9 @@ pub(crate) struct QueueState {
     damaged: Option<String>,
 }
 
+/// SQS's in-flight limit for standard queues.
+pub const MAX_IN_FLIGHT: u64 = 120_000;
+
 /// Sequence numbers start from the clock in microseconds, so they keep increasing across
 /// restarts even when every message was acked (nothing in the log to continue from), and stay
 /// below 2^56 (the ready index uses the top byte for priority) for a few thousand years.
@@ -609,6 +612,14 @@ impl Queue {
     pub fn try_receive(&self, max: usize, visibility_ms: u64) -> Result<Vec<Delivery>> {
         self.with_state(|st, now, fx| {
             st.last_used_ms = now;
+            // SQS: standard queues refuse receives past ~120,000 messages in flight (FIFO
+            // queues just stop handing out more, which group locking already does).
+            if st.settings.kind == QueueKind::Standard && st.counts.in_flight >= MAX_IN_FLIGHT {
+                return Err(CoreError::OverLimit(format!(
+                    "queue '{}' has {} messages in flight",
+                    st.name, st.counts.in_flight
+                )));
+            }
             let mut out = Vec::new();
             let mut prefer = None;
             while out.len() < max {
@@ -900,6 +911,7 @@ impl Queue {
             st.dedup_order = VecDeque::new();
             st.ready = ReadyIndex::new(false);
             st.counts = Counts::default();
+            st.tombstones = 0;
             count
         };
         self.waiters.notify_waiters();
@@ -1203,15 +1215,15 @@ impl QueueState {
                 if !unindexed {
                     self.ready.remove(seq, priority, group);
                 }
-                self.counts.ready -= 1;
-                self.counts.queued_bytes -= size;
+                self.counts.ready = self.counts.ready.saturating_sub(1);
+                self.counts.queued_bytes = self.counts.queued_bytes.saturating_sub(size);
             }
             State::Delayed => {
-                self.counts.delayed -= 1;
-                self.counts.queued_bytes -= size;
+                self.counts.delayed = self.counts.delayed.saturating_sub(1);
+                self.counts.queued_bytes = self.counts.queued_bytes.saturating_sub(size);
             }
             State::InFlight => {
-                self.counts.in_flight -= 1;
+                self.counts.in_flight = self.counts.in_flight.saturating_sub(1);
                 self.ready.in_flight_done(group);
                 let consumer = e.extra.as_ref().map_or(0, |x| x.consumer);
                 if consumer != 0 {
@@ -1243,6 +1255,8 @@ impl QueueState {
                 e.until_ms = 0;
                 let (seq, priority, group) = (e.seq, e.priority, e.group);
                 self.ready.insert(seq, priority, group);
+                // A message back behind the head sweep's cursor must still be swept.
+                self.sweep_from = self.sweep_from.min(seq);
                 self.counts.ready += 1;
                 self.counts.queued_bytes += size;
                 fx.wake = true;
@@ -1264,7 +1278,7 @@ impl QueueState {
         e.extra = None;
         let group = e.group;
         let record = (e.flags & IN_MEMORY == 0).then_some(e.record);
-        self.counts.bytes -= u64::from(e.size);
+        self.counts.bytes = self.counts.bytes.saturating_sub(u64::from(e.size));
         self.tombstones += 1;
         self.ready.leave_group(group);
         record
@@ -1450,7 +1464,7 @@ impl QueueState {
     fn gc(&mut self) {
         while self.entries.front().is_some_and(|e| e.state == State::Removed) {
             self.entries.pop_front();
-            self.tombstones -= 1;
+            self.tombstones = self.tombstones.saturating_sub(1);
         }
         if self.tombstones > 1024 && self.tombstones * 2 > self.entries.len() {
             self.entries.retain(|e| e.state != State::Removed);

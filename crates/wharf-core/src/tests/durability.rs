@@ -318,3 +318,23 @@ async fn recovery_of_many_records_is_fast() {
     assert_eq!(bodies(&recv(&q2, 1).await), [body]);
     assert_eq!(q2.settings().kind, QueueKind::Standard);
 }
+
+/// The 1,000,000-record figure: `cargo test -p wharf-core --release -- --ignored million`.
+#[tokio::test]
+#[ignore = "slow in debug builds; run with --release"]
+async fn recovery_of_a_million_records() {
+    let env = env();
+    let q = env.queue("q", QueueSettings::durable());
+    let n = 1_000_000;
+    let body = "x".repeat(100);
+    for _ in 0..n {
+        send(&q, &body);
+    }
+    env.broker.shutdown();
+    let start = std::time::Instant::now();
+    let env2 = env_on(env.store.clone(), env.clock.clone());
+    let elapsed = start.elapsed();
+    assert_eq!(env2.vhost().queue("q").expect("q").stats().ready, n);
+    println!("recovered {n} records in {elapsed:?}");
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+}

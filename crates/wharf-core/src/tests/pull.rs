@@ -428,3 +428,18 @@ async fn queue_expiry_deletes_unused_queue() {
     env.advance(1_000);
     assert!(matches!(v.queue("temp"), Err(CoreError::NotFound { .. })));
 }
+
+#[tokio::test]
+async fn a_returned_message_is_still_swept_when_it_expires() {
+    let env = env();
+    let q = env.queue("q", QueueSettings { retention_ms: 60_000, ..QueueSettings::default() });
+    send(&q, "a");
+    send(&q, "b");
+    recv_vis(&q, 1, 1_000).await;
+    env.advance(1_000);
+    assert_eq!(q.stats().ready, 2);
+    // Nobody receives; retention passes: both are swept, not just the head.
+    env.advance(59_000);
+    let s = q.stats();
+    assert_eq!((s.ready, s.expired_total), (0, 2));
+}
