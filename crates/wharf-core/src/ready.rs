@@ -187,18 +187,24 @@ impl FifoIndex {
 
     fn pop_next(&mut self, prefer: Option<GroupSlot>) -> Option<(u64, GroupSlot)> {
         if let Some(g) = prefer {
-            if let Some((_, lane)) = self.lane(g) {
-                // Only reached for the lane this receive already took from, so it is locked by
-                // this receive and none of its ready messages is in `heads`.
+            if let Some((i, lane)) = self.lane(g) {
+                // The lane this receive already took from. Usually still locked by it, but if
+                // what it took was dropped (expired) the lane unlocked and its front is in
+                // `heads`: take it out of there too.
                 if let Some(seq) = lane.ready.pop_front() {
                     lane.in_flight += 1;
+                    self.heads.remove(&(seq, i));
                     return Some((seq, g));
                 }
             }
         }
         let (seq, i) = self.heads.pop_first()?;
-        let lane = &mut self.lanes[i as usize];
-        lane.ready.pop_front();
+        let lane = self.lanes.get_mut(i as usize)?;
+        // `heads` holds each unlocked lane's front; take exactly that message.
+        let at = lane.ready.partition_point(|&s| s < seq);
+        if lane.ready.get(at) == Some(&seq) {
+            lane.ready.remove(at);
+        }
         lane.in_flight += 1;
         Some((seq, i + 1))
     }
@@ -251,5 +257,20 @@ mod tests {
         assert_eq!(r.pop_next(Some(a)), Some((3, a)));
         assert_eq!(r.pop_next(Some(a)), None);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn continuing_a_lane_that_unlocked_meanwhile_keeps_heads_consistent() {
+        let mut r = ReadyIndex::new(true);
+        let a = r.join_group("a");
+        for seq in [1, 2, 3] {
+            r.insert(seq, 0, a);
+        }
+        assert_eq!(r.pop_next(None), Some((1, a)));
+        // 1 was dropped (expired) before delivery: the lane unlocks, 2 becomes a head.
+        r.in_flight_done(a);
+        assert_eq!(r.pop_next(Some(a)), Some((2, a)));
+        assert_eq!(r.pop_next(Some(a)), Some((3, a)));
+        assert_eq!(r.pop_next(None), None, "no stale head left behind");
     }
 }
