@@ -50,12 +50,10 @@ pub enum CoreError {
     InvalidArgument(String),
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     MessageTooLarge { size: usize, limit: usize },
-    /// Max length reached with overflow reject-publish(-dlx).
+    /// Max length reached with overflow reject-publish(-dlx), or (on receive) too many
+    /// messages in flight on a standard queue. SQS maps both to OverLimit.
     #[error("queue '{0}' is full")]
     QueueFull(String),
-    /// Too many messages in flight (SQS OverLimit).
-    #[error("over limit: {0}")]
-    OverLimit(String),
     /// The receipt (or lease) cannot be decoded or belongs to another queue.
     #[error("the receipt handle is invalid")]
     ReceiptHandleInvalid,

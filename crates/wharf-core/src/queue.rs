@@ -615,10 +615,7 @@ impl Queue {
             // SQS: standard queues refuse receives past ~120,000 messages in flight (FIFO
             // queues just stop handing out more, which group locking already does).
             if st.settings.kind == QueueKind::Standard && st.counts.in_flight >= MAX_IN_FLIGHT {
-                return Err(CoreError::OverLimit(format!(
-                    "queue '{}' has {} messages in flight",
-                    st.name, st.counts.in_flight
-                )));
+                return Err(CoreError::QueueFull(st.name.clone()));
             }
             let mut out = Vec::new();
             let mut prefer = None;
