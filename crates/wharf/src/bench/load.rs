@@ -128,7 +128,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
                     }
                     for delivery in deliveries {
                         received += 1;
-                        if received % every == 0 {
+                        if received.is_multiple_of(every) {
                             // Announced first: if the process dies between here and "settled",
                             // the message may or may not be gone, and the checker allows both.
                             println!("deleting {}", delivery.message_id);
