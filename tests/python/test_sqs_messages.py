@@ -435,6 +435,26 @@ def test_purge(sqs, new_queue):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+def test_purge_deletes_in_flight_messages(sqs, new_queue):
+    url = new_queue()
+    sqs.send_message(QueueUrl=url, MessageBody="in flight")
+    sqs.send_message(QueueUrl=url, MessageBody="ready")
+    leased = receive(sqs, url, VisibilityTimeout=1)
+    assert len(leased) == 1
+    sqs.purge_queue(QueueUrl=url)
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert counts["ApproximateNumberOfMessages"] == "0"
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "0"
+    # Past its visibility timeout the purged message does not come back.
+    time.sleep(1.5)
+    assert receive(sqs, url, WaitTimeSeconds=1) == []
+    # Its receipt now names a deleted message: deleting succeeds, changing visibility does not.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=leased[0]["ReceiptHandle"])
+    with pytest.raises(ClientError) as e:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=leased[0]["ReceiptHandle"], VisibilityTimeout=5)
+    assert code(e) == "AWS.SimpleQueueService.MessageNotInflight"
+
+
 def test_fifo_receive_request_attempt_id_retries_get_the_same_messages(sqs, new_queue):
     url = new_queue(fifo=True, ContentBasedDeduplication="true")
     sqs.send_message(QueueUrl=url, MessageBody="one", MessageGroupId="g")

@@ -265,6 +265,9 @@ struct Slot {
     channel: Option<Arc<ChannelCredit>>,
     tx: mpsc::UnboundedSender<ConsumerEvent>,
     unacked: BTreeSet<u64>,
+    /// Leases of this consumer whose messages [`Queue::purge_all`] removed: settling one is a
+    /// no-op, not an error (the consumer could not have known).
+    purged: HashSet<u64>,
     stopped: bool,
 }
 
@@ -722,19 +725,21 @@ impl Queue {
         })
     }
 
-    /// Remove every ready and delayed message (leased ones stay); returns how many.
+    /// Remove every ready and delayed message; leased ones stay until settled or expired
+    /// (AMQP queue.purge: RabbitMQ purges only ready messages). Returns how many.
     pub fn purge(&self) -> Result<u64> {
-        self.with_state(|st, _now, fx| {
-            let mut n = 0;
-            for idx in 0..st.entries.len() {
-                if matches!(st.entries[idx].state, State::Ready | State::Delayed) {
-                    let rec = st.remove(idx, fx);
-                    st.settle(rec);
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
+        self.with_state(|st, _now, fx| Ok(st.purge(false, fx)))
+    }
+
+    /// Remove every message, leased ones included (SQS PurgeQueue). Returns how many.
+    ///
+    /// A receipt of a purged pull lease then behaves as for any deleted message: `delete`
+    /// succeeds without deleting, `change_visibility` and `nack` are `MessageNotInflight`. A
+    /// push consumer's purged leases stop counting against its prefetch (and channel credit) at
+    /// once, and acking or nacking one later through its [`Consumer`] is a harmless no-op
+    /// (`Settled { deleted: false }`), so an AMQP client is not failed for an unknown tag.
+    pub fn purge_all(&self) -> Result<u64> {
+        self.with_state(|st, _now, fx| Ok(st.purge(true, fx)))
     }
 
     /// Register a push consumer.
@@ -768,6 +773,7 @@ impl Queue {
                 channel: opts.channel,
                 tx,
                 unacked: BTreeSet::new(),
+                purged: HashSet::new(),
                 stopped: false,
             });
             st.had_consumer = true;
@@ -785,11 +791,12 @@ impl Queue {
     ) -> Result<Settled> {
         self.with_state(|st, now, fx| {
             st.check_receipt(lease)?;
-            let held = st
-                .consumers
-                .iter()
-                .find(|c| c.id == consumer)
-                .is_some_and(|c| c.unacked.contains(&lease.seq));
+            let slot = st.consumers.iter_mut().find(|c| c.id == consumer);
+            let held = slot.as_ref().is_some_and(|c| c.unacked.contains(&lease.seq));
+            if !held && slot.is_some_and(|c| c.purged.remove(&lease.seq)) {
+                // Purged while leased (`purge_all`): already gone, nothing to settle.
+                return Ok(Settled { deleted: false, durable: Durable::done() });
+            }
             let idx = st.find(lease.seq).filter(|_| held).ok_or(CoreError::MessageNotInflight)?;
             if st.entries[idx].receive_count != lease.generation {
                 return Err(CoreError::MessageNotInflight);
@@ -1471,6 +1478,28 @@ impl QueueState {
         if cap > 4096 && self.entries.len() < cap / 4 {
             self.entries.shrink_to(self.entries.len() * 2);
         }
+    }
+
+    /// Remove ready and delayed messages, and with `leased` in-flight ones too.
+    fn purge(&mut self, leased: bool, fx: &mut Effects) -> u64 {
+        let mut n = 0;
+        for idx in 0..self.entries.len() {
+            let e = &self.entries[idx];
+            match e.state {
+                State::Ready | State::Delayed => {}
+                State::InFlight if leased => {
+                    let (seq, owner) = (e.seq, e.extra.as_ref().map_or(0, |x| x.consumer));
+                    if let Some(slot) = self.consumers.iter_mut().find(|c| owner != 0 && c.id == owner) {
+                        slot.purged.insert(seq);
+                    }
+                }
+                _ => continue,
+            }
+            let rec = self.remove(idx, fx);
+            self.settle(rec);
+            n += 1;
+        }
+        n
     }
 
     /// The oldest queued (ready or delayed) message: the one drop-head drops.

@@ -471,7 +471,8 @@ impl Sqs {
             }
             purges.insert(q.id(), now);
         }
-        q.purge()?;
+        // AWS deletes in-flight messages too (unlike AMQP's queue.purge).
+        q.purge_all()?;
         Ok(json!({}))
     }
 

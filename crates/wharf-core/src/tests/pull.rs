@@ -394,6 +394,51 @@ async fn sizes_sequences_and_purge() {
 }
 
 #[tokio::test]
+async fn purge_all_removes_leased_messages_too() {
+    let env = env();
+    let q = env.queue("q", QueueSettings { visibility_timeout_ms: 10_000, ..QueueSettings::durable() });
+    send(&q, "leased");
+    send(&q, "ready");
+    q.send(msg("delayed"), SendOptions { delay: Some(Duration::from_secs(5)), ..SendOptions::default() })
+        .expect("send");
+    let leased = recv(&q, 1).await.remove(0);
+    assert_eq!(q.purge_all().expect("purge"), 3);
+    let s = q.stats();
+    assert_eq!((s.ready, s.in_flight, s.delayed, s.bytes), (0, 0, 0, 0));
+    // The receipt is that of a deleted message: delete succeeds without deleting, visibility
+    // changes are refused.
+    assert!(!q.delete(leased.receipt).expect("delete").deleted);
+    assert!(matches!(
+        q.change_visibility(leased.receipt, Duration::from_secs(1)),
+        Err(CoreError::MessageNotInflight)
+    ));
+    assert!(matches!(q.nack(leased.receipt, true), Err(CoreError::MessageNotInflight)));
+    // It never comes back, not after its visibility timeout and not after a restart.
+    env.advance(20_000);
+    assert!(recv(&q, 10).await.is_empty());
+    let env2 = env.reopen();
+    let q2 = env2.vhost().queue("q").expect("queue");
+    assert_eq!(q2.stats().messages(), 0);
+}
+
+#[tokio::test]
+async fn purge_all_unlocks_fifo_groups() {
+    let env = env();
+    let q = env.queue("q.fifo", QueueSettings::fifo());
+    for b in ["a", "b"] {
+        let opts =
+            SendOptions { group_id: Some("g".into()), dedup_id: Some(b.into()), ..SendOptions::default() };
+        q.send(msg(b), opts).expect("send");
+    }
+    assert_eq!(bodies(&recv(&q, 1).await), ["a"]);
+    q.purge_all().expect("purge");
+    let opts =
+        SendOptions { group_id: Some("g".into()), dedup_id: Some("c".into()), ..SendOptions::default() };
+    q.send(msg("c"), opts).expect("send");
+    assert_eq!(bodies(&recv(&q, 10).await), ["c"], "the group is not locked by a purged lease");
+}
+
+#[tokio::test]
 async fn update_settings_applies_and_validates() {
     let env = env();
     let q = env.queue("q", QueueSettings::durable());

@@ -283,3 +283,32 @@ async fn auto_delete_after_last_consumer() {
     drop(c);
     assert!(env.vhost().queue("q").is_err());
 }
+
+#[tokio::test]
+async fn purge_all_frees_push_leases_and_later_acks_are_no_ops() {
+    let env = env();
+    let q = env.queue("q", QueueSettings::durable());
+    let credit = ChannelCredit::new(2);
+    let mut c =
+        q.consume(ConsumerOptions { channel: Some(credit.clone()), ..opts("c", 2) }).expect("consume");
+    for i in 0..2 {
+        send(&q, &i.to_string());
+    }
+    let held = drain(&mut c);
+    assert_eq!((held.len(), c.unacked(), credit.in_use()), (2, 2, 2));
+    // The plain purge leaves leases alone (AMQP queue.purge).
+    send(&q, "ready");
+    assert_eq!(q.purge().expect("purge"), 1);
+    assert_eq!(c.unacked(), 2);
+    assert_eq!(q.purge_all().expect("purge all"), 2);
+    assert_eq!((c.unacked(), credit.in_use(), q.stats().messages()), (0, 0, 0));
+    // Settling a purged lease is harmless, once; a lease never held is still an error.
+    let acked = c.ack(held[0].receipt).expect("ack of a purged lease");
+    assert!(!acked.deleted);
+    c.nack(held[1].receipt, true).expect("nack of a purged lease");
+    assert!(matches!(c.ack(held[0].receipt), Err(CoreError::MessageNotInflight)));
+    assert_eq!(q.stats().acked_total, 0);
+    // The freed credit lets the consumer go on.
+    send(&q, "after");
+    assert_eq!(bodies(&drain(&mut c)), ["after"]);
+}
