@@ -3,7 +3,8 @@
 The server is `wharf serve --in-memory --http 127.0.0.1:<free> --admin 127.0.0.1:<free>` from
 $WHARF_BIN (default target/debug/wharf). For working on the SQS crate alone, set
 $WHARF_SQS_ONLY_BIN to the crate's `sqs_only` example binary instead; it takes the address as
-its only argument.
+its only argument. Suites that need another shape (a config file with credentials, a data
+directory to crash and recover) build their own `Server(...)`.
 """
 
 import os
@@ -47,7 +48,18 @@ def free_ports(n):
 
 
 class Server:
-    def __init__(self):
+    """One `wharf serve` process.
+
+    storage: the storage flags (default `--in-memory`; e.g. `["--data-dir", d]`).
+    config: path of a TOML config file (`--config`), e.g. one with a `[credentials]` table.
+    env: extra environment. WHARF_CREDENTIALS from the test runner's own environment is never
+    passed on, so a suite gets the authentication it asked for and no other.
+    """
+
+    def __init__(self, storage=("--in-memory",), config=None, env=None):
+        self.storage = list(storage)
+        self.config = config
+        self.env = env or {}
         # A port chosen free can be taken by someone else before the server binds it; then the
         # server exits at once and we try again with new ports.
         for _ in range(3):
@@ -64,9 +76,13 @@ class Server:
         else:
             binary = os.environ.get("WHARF_BIN") or str(ROOT / "target" / "debug" / "wharf")
             admin = f"127.0.0.1:{admin_port}"
-            cmd = [binary, "serve", "--in-memory", "--http", self.http, "--admin", admin]
+            cmd = [binary, "serve", *self.storage, "--http", self.http, "--admin", admin]
+            if self.config:
+                cmd += ["--config", str(self.config)]
+        env = {k: v for k, v in os.environ.items() if k != "WHARF_CREDENTIALS"}
+        env.update(self.env)
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env
         )
         self.output = []
         ready = threading.Event()
@@ -89,6 +105,12 @@ class Server:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
 
     def stop(self):
         if self.proc.poll() is None:
@@ -137,11 +159,14 @@ def new_queue(sqs):
 class QueryClient:
     """The Query protocol with real SigV4-signed form posts, as pre-2024 SDKs sent them."""
 
-    def __init__(self, endpoint):
+    def __init__(self, endpoint, access_key=None, secret_key=None):
         self.endpoint = endpoint
-        self.creds = Credentials(CREDS["aws_access_key_id"], CREDS["aws_secret_access_key"])
+        self.creds = Credentials(
+            access_key or CREDS["aws_access_key_id"], secret_key or CREDS["aws_secret_access_key"]
+        )
 
-    def call(self, action, params=None, path="/", method="POST"):
+    def prepare(self, action, params=None, path="/", method="POST"):
+        """The signed request, not yet sent (tests may tamper with it first)."""
         form = {"Action": action, "Version": "2012-11-05", **(params or {})}
         url = self.endpoint + path
         if method == "POST":
@@ -154,7 +179,13 @@ class QueryClient:
         else:
             req = AWSRequest(method="GET", url=url, params=form)
         SigV4Auth(self.creds, "sqs", REGION).add_auth(req)
-        prepared = req.prepare()
+        return req.prepare()
+
+    def call(self, action, params=None, path="/", method="POST"):
+        return self.send(self.prepare(action, params, path, method))
+
+    @staticmethod
+    def send(prepared):
         resp = requests.request(
             prepared.method, prepared.url, headers=dict(prepared.headers), data=prepared.body, timeout=40
         )
@@ -175,22 +206,25 @@ def findall(root, path):
     return root.findall("/".join(NS + p for p in path.split("/")))
 
 
-@pytest.fixture(scope="module")
-def aws_cli(server):
-    """Run `aws --endpoint-url ... sqs ...`; returns CompletedProcess."""
+def make_aws_cli(endpoint, access_key="test", secret_key="test"):
+    """A function running `aws --endpoint-url ENDPOINT sqs ...` with these credentials in the
+    environment; it returns the CompletedProcess."""
     exe = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
     assert exe, "the aws CLI is not installed (pip install -r tests/python/requirements.txt)"
     env = dict(
         os.environ,
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
+        AWS_ACCESS_KEY_ID=access_key,
+        AWS_SECRET_ACCESS_KEY=secret_key,
         AWS_DEFAULT_REGION=REGION,
         AWS_MAX_ATTEMPTS="1",
     )
+    # A profile or session token from the runner's environment must not leak in.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        env.pop(name, None)
 
     def run(*args):
         return subprocess.run(
-            [exe, "--endpoint-url", server.endpoint, "--output", "json", "sqs", *args],
+            [exe, "--endpoint-url", endpoint, "--output", "json", "sqs", *args],
             capture_output=True,
             text=True,
             env=env,
@@ -198,6 +232,12 @@ def aws_cli(server):
         )
 
     return run
+
+
+@pytest.fixture(scope="module")
+def aws_cli(server):
+    """Run `aws --endpoint-url ... sqs ...`; returns CompletedProcess."""
+    return make_aws_cli(server.endpoint)
 
 
 def wait_until(predicate, timeout=5.0, step=0.05):

@@ -180,7 +180,7 @@ impl Sqs {
         format!("http://{}/{}/{}", ctx.host, self.config.account_id, name)
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.broker.clock().now_ms()
     }
 

@@ -36,6 +36,19 @@ pub enum ErrorCode {
     AccessDenied,
     ServiceUnavailable,
     InternalError,
+    // Authentication (SigV4), answered before any action runs. JSON clients get the AWS
+    // framework's `com.amazon.coral.service#…` shapes; the classic codes ride in
+    // `x-amzn-query-error`, which is what SDKs report for SQS.
+    /// Credentials are required and the request carries no signature at all.
+    MissingAuthenticationToken,
+    /// The access key id is not one of the configured ones.
+    InvalidClientTokenId,
+    /// The signature is wrong, or its scope or time is not acceptable.
+    SignatureDoesNotMatch,
+    /// The signature's parts are malformed or missing.
+    IncompleteSignature,
+    /// A presigned URL used after its expiry.
+    RequestExpired,
 }
 
 impl ErrorCode {
@@ -69,7 +82,29 @@ impl ErrorCode {
             AccessDenied => "AccessDenied",
             ServiceUnavailable => "ServiceUnavailable",
             InternalError => "InternalError",
+            MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            InvalidClientTokenId => "UnrecognizedClientException",
+            SignatureDoesNotMatch => "InvalidSignatureException",
+            IncompleteSignature => "IncompleteSignatureException",
+            RequestExpired => "RequestExpired",
         }
+    }
+
+    /// Errors raised by the AWS request framework rather than by SQS itself (the body or the
+    /// operation could not be understood, or the caller could not be authenticated): their
+    /// JSON `__type` lives in the framework's namespace, not `com.amazonaws.sqs`.
+    pub fn is_framework(self) -> bool {
+        use ErrorCode::*;
+        matches!(
+            self,
+            Serialization
+                | InvalidAction
+                | MissingAuthenticationToken
+                | InvalidClientTokenId
+                | SignatureDoesNotMatch
+                | IncompleteSignature
+                | RequestExpired
+        )
     }
 
     /// The Query protocol's `Code` (also the first half of `x-amzn-query-error`).
@@ -89,6 +124,10 @@ impl ErrorCode {
             UnsupportedOperation => "AWS.SimpleQueueService.UnsupportedOperation",
             InvalidAction => "InvalidAction",
             Serialization => "MalformedInput",
+            MissingAuthenticationToken => "MissingAuthenticationToken",
+            InvalidClientTokenId => "InvalidClientTokenId",
+            SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            IncompleteSignature => "IncompleteSignature",
             other => other.json_type(),
         }
     }
@@ -96,7 +135,12 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            PurgeQueueInProgress | OverLimit | AccessDenied => 403,
+            PurgeQueueInProgress
+            | OverLimit
+            | AccessDenied
+            | MissingAuthenticationToken
+            | InvalidClientTokenId
+            | SignatureDoesNotMatch => 403,
             ResourceNotFound => 404,
             RequestEntityTooLarge => 413,
             InternalError => 500,

@@ -9,6 +9,7 @@
 
 mod actions;
 mod attributes;
+pub mod auth;
 mod digest;
 mod error;
 mod message;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use wharf_core::Broker;
 
 pub use actions::{queue_name_from_url, valid_queue_name, ACTIONS};
+pub use auth::Credentials;
 pub use digest::{md5_hex, md5_of_attributes, DigestValue};
 pub use error::{ErrorCode, SqsError};
 
@@ -41,13 +43,16 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
-/// Where SQS names point: the account in queue URLs and ARNs, the region in ARNs, and the
-/// engine vhost that holds the queues.
+/// Where SQS names point: the account in queue URLs and ARNs, the region in ARNs and in
+/// signature scopes, and the engine vhost that holds the queues; and who may call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqsConfig {
     pub account_id: String,
     pub region: String,
     pub vhost: String,
+    /// Empty (the default): any credentials are accepted and signatures are not checked.
+    /// Otherwise every request must carry a valid SigV4 signature by one of these keys.
+    pub credentials: Credentials,
 }
 
 impl Default for SqsConfig {
@@ -56,6 +61,7 @@ impl Default for SqsConfig {
             account_id: "000000000000".to_owned(),
             region: "us-east-1".to_owned(),
             vhost: wharf_core::DEFAULT_VHOST.to_owned(),
+            credentials: Credentials::default(),
         }
     }
 }
@@ -100,8 +106,9 @@ fn protocol(headers: &HeaderMap) -> Protocol {
     }
 }
 
-/// The access key id of a SigV4-signed request (header form or presigned query), if any.
-fn access_key(headers: &HeaderMap, query: &str) -> Option<String> {
+/// The access key id a request claims (header form or presigned query), if any, unchecked:
+/// with authentication off it is only reported as the SenderId.
+fn unverified_access_key(headers: &HeaderMap, query: &str) -> Option<String> {
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -122,16 +129,6 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let proto = protocol(&parts.headers);
     let query = parts.uri.query().unwrap_or("").to_owned();
-    let ctx = RequestContext {
-        host: parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| !h.is_empty())
-            .unwrap_or("localhost")
-            .to_owned(),
-        access_key: access_key(&parts.headers, &query),
-    };
     let bytes = match to_bytes(body, MAX_REQUEST_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -141,6 +138,33 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
             );
             return error_response(proto, "", &e, &request_id);
         }
+    };
+    // Authentication comes before anything else looks at the request: a refused caller learns
+    // nothing about queues, not even whether its input would have parsed.
+    let access_key = if sqs.config.credentials.is_empty() {
+        unverified_access_key(&parts.headers, &query)
+    } else {
+        let signed = auth::SignedRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: &query,
+            headers: &parts.headers,
+            body: &bytes,
+        };
+        match auth::verify(&signed, &sqs.config.credentials, &sqs.config.region, sqs.now_ms() / 1000) {
+            Ok(key) => Some(key),
+            Err(e) => return error_response(proto, "", &e, &request_id),
+        }
+    };
+    let ctx = RequestContext {
+        host: parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost")
+            .to_owned(),
+        access_key,
     };
     match proto {
         Protocol::Json => {
@@ -234,10 +258,11 @@ fn error_response(proto: Protocol, action: &str, e: &SqsError, request_id: &str)
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = match proto {
         Protocol::Json => {
-            // Coral-level failures (the body or the operation could not be understood) are
-            // not SQS shapes, so they carry the framework's namespace and no query code.
-            let coral = matches!(e.code, ErrorCode::Serialization | ErrorCode::InvalidAction);
-            let namespace = if coral { "com.amazon.coral.service" } else { "com.amazonaws.sqs" };
+            // Framework-level failures (the body or the operation could not be understood,
+            // the caller could not be authenticated) are not SQS shapes, so they carry the
+            // framework's namespace; an unparseable body has no query code either.
+            let namespace =
+                if e.code.is_framework() { "com.amazon.coral.service" } else { "com.amazonaws.sqs" };
             let body = serde_json::json!({
                 "__type": format!("{namespace}#{}", e.code.json_type()),
                 "message": e.message,

@@ -7,7 +7,7 @@ use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use wharf_core::{Broker, BrokerConfig, SystemClock};
+use wharf_core::{Broker, BrokerConfig, Clock, SystemClock};
 use wharf_store::memory::MemoryStore;
 
 use super::*;
@@ -223,4 +223,85 @@ async fn batch_rules() {
     assert_eq!(v["Failed"][0]["Id"], "bad");
     assert_eq!(v["Failed"][0]["Code"], "InvalidMessageContents");
     assert_eq!(v["Failed"][0]["SenderFault"], true);
+}
+
+/// A router that requires SigV4 by `AKIAROUTER` / `router-secret`.
+fn app_with_auth() -> Router {
+    let broker = Broker::open(Arc::new(MemoryStore::new()), Arc::new(SystemClock), BrokerConfig::default())
+        .expect("broker");
+    let credentials = [("AKIAROUTER".to_owned(), "router-secret".to_owned())].into_iter().collect();
+    router(broker, SqsConfig { credentials, ..SqsConfig::default() })
+}
+
+/// A JSON request signed now, in header form, with `secret`.
+fn signed_json(action: &str, input: &Value, secret: &str) -> Request<Body> {
+    use sha2::{Digest, Sha256};
+    let now = SystemClock.now_ms() / 1000;
+    let amz_date = auth::format_amz_date(now);
+    let body = input.to_string();
+    let target = format!("AmazonSQS.{action}");
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("host", HeaderValue::from_static("example.test:9324"));
+    headers.insert("content-type", HeaderValue::from_static(JSON_CONTENT_TYPE));
+    headers.insert("x-amz-date", HeaderValue::from_str(&amz_date).expect("date"));
+    headers.insert("x-amz-target", HeaderValue::from_str(&target).expect("target"));
+    let names = ["content-type", "host", "x-amz-date", "x-amz-target"];
+    let payload: String = Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let creq = auth::canonical_request("POST", "/", "", &headers, &names, &payload);
+    let scope = format!("{}/us-east-1/sqs/aws4_request", &amz_date[..8]);
+    let key = auth::signing_key(secret, &amz_date[..8], "us-east-1", "sqs");
+    let signature = auth::sign(&key, &auth::string_to_sign(&amz_date, &scope, &creq));
+    let mut req = Request::post("/");
+    for (k, v) in &headers {
+        req = req.header(k, v);
+    }
+    req.header(
+        "authorization",
+        format!(
+            "AWS4-HMAC-SHA256 Credential=AKIAROUTER/{scope}, SignedHeaders={}, Signature={signature}",
+            names.join(";")
+        ),
+    )
+    .body(Body::from(body))
+    .expect("request")
+}
+
+#[tokio::test]
+async fn auth_refusals_have_aws_shapes_in_both_protocols() {
+    let app = app_with_auth();
+    let r = json_call(&app, "ListQueues", json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["__type"], "com.amazon.coral.service#MissingAuthenticationTokenException");
+    assert_eq!(r.query_error.as_deref(), Some("MissingAuthenticationToken;Sender"));
+
+    let r = query_call(&app, "/", "Action=ListQueues&Version=2012-11-05").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("<Code>MissingAuthenticationToken</Code>"), "{}", r.body);
+    assert!(r.body.contains("<Type>Sender</Type>"), "{}", r.body);
+
+    let r = send(&app, signed_json("ListQueues", &json!({}), "wrong-secret")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["__type"], "com.amazon.coral.service#InvalidSignatureException");
+    assert_eq!(r.query_error.as_deref(), Some("SignatureDoesNotMatch;Sender"));
+
+    let r = send(&app, signed_json("CreateQueue", &json!({"QueueName": "signed"}), "router-secret")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let url = r.json()["QueueUrl"].as_str().expect("url").to_owned();
+    let r = send(
+        &app,
+        signed_json("SendMessage", &json!({"QueueUrl": url, "MessageBody": "hi"}), "router-secret"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = send(
+        &app,
+        signed_json(
+            "ReceiveMessage",
+            &json!({"QueueUrl": url, "MessageSystemAttributeNames": ["SenderId"]}),
+            "router-secret",
+        ),
+    )
+    .await;
+    // The verified signer is the SenderId.
+    assert_eq!(r.json()["Messages"][0]["Attributes"]["SenderId"], "AKIAROUTER", "{}", r.body);
 }

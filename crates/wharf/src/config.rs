@@ -3,7 +3,12 @@
 //!
 //! clap reads a flag and its environment variable as one value, so every setting is an
 //! `Option` there; the file fills what is still unset, then the defaults.
+//!
+//! SQS credentials are the exception: they have no flag, because a flag's value shows in `ps`
+//! to every user of the machine. They come from `WHARF_CREDENTIALS` or the file's
+//! `[credentials]` table; when the variable is set (and not empty) it replaces the table.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +17,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use wharf_core::settings::{Overflow, QueueKind, QueueSettings, RedrivePolicy};
-use wharf_sqs::SqsConfig;
+use wharf_sqs::{Credentials, SqsConfig};
 use wharf_store::FsyncMode;
 
 pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
@@ -21,6 +26,8 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:9324";
 pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
+/// `AKID1:secret1,AKID2:secret2`: SQS access keys that may sign requests.
+pub const CREDENTIALS_ENV: &str = "WHARF_CREDENTIALS";
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -77,6 +84,9 @@ pub struct ConfigFile {
     pub http: Option<SocketAddr>,
     pub account_id: Option<String>,
     pub region: Option<String>,
+    /// `[credentials]`: access key id = "secret access key". Any keys at all make SigV4
+    /// required on the SQS listener.
+    pub credentials: Option<BTreeMap<String, String>>,
     #[serde(default, rename = "queue")]
     pub queues: Vec<QueueDecl>,
     #[serde(default, rename = "exchange")]
@@ -180,6 +190,12 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+        Self::resolve_with_env(args, std::env::var(CREDENTIALS_ENV).ok())
+    }
+
+    /// `resolve`, with the value of `WHARF_CREDENTIALS` given (tests must not share the
+    /// process environment).
+    pub fn resolve_with_env(args: ServeArgs, credentials_env: Option<String>) -> anyhow::Result<Settings> {
         let file = match &args.config {
             Some(path) => load_file(path)?,
             None => ConfigFile::default(),
@@ -220,7 +236,13 @@ impl Settings {
         {
             bail!("region '{region}' must be lowercase letters, digits and '-' (like us-east-1)");
         }
-        let sqs = SqsConfig { account_id, region, ..SqsConfig::default() };
+        // An empty variable is ignored rather than taken as "no keys": that would silently
+        // open a server whose file asks for authentication.
+        let credentials = match credentials_env.filter(|v| !v.trim().is_empty()) {
+            Some(text) => parse_credentials_env(&text)?,
+            None => check_credentials(file.credentials.unwrap_or_default(), "[credentials]")?,
+        };
+        let sqs = SqsConfig { account_id, region, credentials, ..SqsConfig::default() };
         // Check declarations now, before anything is opened or bound: a bad file fails fast.
         for queue in &file.queues {
             queue.to_settings()?;
@@ -235,6 +257,37 @@ impl Settings {
             bindings: file.bindings,
         })
     }
+}
+
+/// `AKID1:secret1,AKID2:secret2`. Entries are split at their first `:` (secrets may hold
+/// one), so a secret cannot contain `,`; the file form has no such limit.
+fn parse_credentials_env(text: &str) -> anyhow::Result<Credentials> {
+    let mut keys = BTreeMap::new();
+    for (i, entry) in text.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        let Some((id, secret)) = entry.split_once(':') else {
+            // The entry itself may be a secret pasted alone: say where, never what.
+            bail!("{CREDENTIALS_ENV}: entry {} is not ACCESS_KEY_ID:SECRET", i + 1);
+        };
+        if keys.insert(id.trim().to_owned(), secret.trim().to_owned()).is_some() {
+            bail!("{CREDENTIALS_ENV}: access key id '{}' is given twice", id.trim());
+        }
+    }
+    check_credentials(keys, CREDENTIALS_ENV)
+}
+
+fn check_credentials(keys: BTreeMap<String, String>, source: &str) -> anyhow::Result<Credentials> {
+    for (id, secret) in &keys {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b',' && b != b':') {
+            bail!("{source}: access key id '{id}' must be printable ASCII without '/', ',' or ':'");
+        }
+        if secret.is_empty() {
+            bail!("{source}: access key id '{id}' has an empty secret");
+        }
+    }
+    Ok(Credentials::new(keys))
 }
 
 fn load_file(path: &Path) -> anyhow::Result<ConfigFile> {
@@ -252,6 +305,74 @@ fn load_file(path: &Path) -> anyhow::Result<ConfigFile> {
             None => anyhow::anyhow!("config file {}: {first}", path.display()),
         }
     })
+}
+
+impl QueueDecl {
+    /// The engine settings this declaration asks for. Ranges follow SQS, whose attribute names
+    /// these keys mirror; a value out of range is an error naming the queue and the key.
+    pub fn to_settings(&self) -> anyhow::Result<QueueSettings> {
+        let name = &self.name;
+        let in_range = |key: &str, value: u64, min: u64, max: u64| -> anyhow::Result<u64> {
+            if (min..=max).contains(&value) {
+                Ok(value)
+            } else {
+                bail!("queue '{name}': {key} = {value} is outside {min}..={max}")
+            }
+        };
+        let is_fifo = self.kind == QueueKindDecl::Fifo;
+        if is_fifo != name.ends_with(".fifo") {
+            bail!("queue '{name}': a FIFO queue's name must end in .fifo, and only a FIFO queue's may");
+        }
+        let mut s = QueueSettings {
+            kind: if is_fifo { QueueKind::Fifo } else { QueueKind::Standard },
+            durable: self.durable,
+            ..QueueSettings::default()
+        };
+        if let Some(v) = self.visibility_timeout {
+            s.visibility_timeout_ms = in_range("visibility_timeout", v, 0, 43_200)? * 1000;
+        }
+        if let Some(v) = self.delay {
+            s.delay_ms = in_range("delay", v, 0, 900)? * 1000;
+        }
+        if let Some(v) = self.retention {
+            s.retention_ms = in_range("retention", v, 60, 1_209_600)? * 1000;
+        }
+        if let Some(v) = self.max_message_size {
+            s.max_message_size = in_range("max_message_size", v as u64, 1024, 1_048_576)? as u32;
+        }
+        if let Some(v) = self.receive_wait {
+            s.receive_wait_ms = in_range("receive_wait", v, 0, 20)? * 1000;
+        }
+        if let Some(v) = self.content_based_deduplication {
+            s.content_based_dedup = v;
+        }
+        s.redrive = match (&self.dead_letter_queue, self.max_receive_count) {
+            (Some(dlq), Some(max)) => Some(RedrivePolicy {
+                dead_letter_queue: dlq.clone(),
+                max_receive_count: in_range("max_receive_count", u64::from(max), 1, 1000)? as u32,
+            }),
+            (None, None) => None,
+            _ => bail!("queue '{name}': dead_letter_queue and max_receive_count go together"),
+        };
+        s.message_ttl_ms = self.message_ttl_ms;
+        s.max_length = self.max_length;
+        s.max_length_bytes = self.max_length_bytes;
+        s.overflow = match self.overflow.as_deref() {
+            None | Some("drop-head") => Overflow::DropHead,
+            Some("reject-publish") => Overflow::RejectPublish,
+            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            Some(other) => bail!(
+                "queue '{name}': overflow = '{other}' is not one of drop-head, reject-publish, reject-publish-dlx"
+            ),
+        };
+        s.dead_letter_exchange = self.dead_letter_exchange.clone();
+        s.dead_letter_routing_key = self.dead_letter_routing_key.clone();
+        if let Some(p) = self.max_priority {
+            s.max_priority = Some(in_range("max_priority", u64::from(p), 1, 255)? as u8);
+        }
+        s.validate().map_err(|e| anyhow::anyhow!("queue '{name}': {e}"))?;
+        Ok(s)
+    }
 }
 
 #[cfg(test)]
@@ -356,76 +477,41 @@ mod tests {
     }
 
     #[test]
+    fn credentials_from_file_and_environment() {
+        let file = write("[credentials]\nAKIAFILE = \"file/secret+1\"\nAKIAFILE2 = \"s2\"\n");
+        let args = || ServeArgs { config: Some(file.path().into()), ..ServeArgs::default() };
+        let s = Settings::resolve_with_env(args(), None).unwrap();
+        assert_eq!(s.sqs.credentials.len(), 2);
+        assert_eq!(s.sqs.credentials.secret("AKIAFILE"), Some("file/secret+1"));
+
+        // The variable replaces the table; secrets may contain ':'.
+        let s = Settings::resolve_with_env(args(), Some(" AKIAENV:a:b , AKIAENV2:x ".into())).unwrap();
+        assert_eq!(s.sqs.credentials.len(), 2);
+        assert_eq!(s.sqs.credentials.secret("AKIAENV"), Some("a:b"));
+        assert_eq!(s.sqs.credentials.secret("AKIAFILE"), None);
+        // Empty is ignored, not "no keys".
+        let s = Settings::resolve_with_env(args(), Some(String::new())).unwrap();
+        assert_eq!(s.sqs.credentials.len(), 2);
+
+        let s = Settings::resolve_with_env(ServeArgs::default(), None).unwrap();
+        assert!(s.sqs.credentials.is_empty());
+
+        let err = |v: &str| {
+            Settings::resolve_with_env(ServeArgs::default(), Some(v.into())).unwrap_err().to_string()
+        };
+        let e = err("AKIA1:ok,justasecret");
+        assert!(e.contains("entry 2") && !e.contains("justasecret"), "{e}");
+        assert!(err("AKIA1:").contains("empty secret"));
+        assert!(err("AKIA1:a,AKIA1:b").contains("twice"));
+        assert!(err("AK/IA:a").contains("access key id"));
+        // Debug output (the settings are logged at debug level) never shows a secret.
+        let s = Settings::resolve_with_env(args(), None).unwrap();
+        assert!(!format!("{s:?}").contains("file/secret+1"));
+    }
+
+    #[test]
     fn in_memory_wins_over_data_dir() {
         let args = ServeArgs { in_memory: Some(true), data_dir: Some("d".into()), ..ServeArgs::default() };
         assert_eq!(Settings::resolve(args).unwrap().storage, Storage::Memory);
-    }
-}
-
-impl QueueDecl {
-    /// The engine settings this declaration asks for. Ranges follow SQS, whose attribute names
-    /// these keys mirror; a value out of range is an error naming the queue and the key.
-    pub fn to_settings(&self) -> anyhow::Result<QueueSettings> {
-        let name = &self.name;
-        let in_range = |key: &str, value: u64, min: u64, max: u64| -> anyhow::Result<u64> {
-            if (min..=max).contains(&value) {
-                Ok(value)
-            } else {
-                bail!("queue '{name}': {key} = {value} is outside {min}..={max}")
-            }
-        };
-        let is_fifo = self.kind == QueueKindDecl::Fifo;
-        if is_fifo != name.ends_with(".fifo") {
-            bail!("queue '{name}': a FIFO queue's name must end in .fifo, and only a FIFO queue's may");
-        }
-        let mut s = QueueSettings {
-            kind: if is_fifo { QueueKind::Fifo } else { QueueKind::Standard },
-            durable: self.durable,
-            ..QueueSettings::default()
-        };
-        if let Some(v) = self.visibility_timeout {
-            s.visibility_timeout_ms = in_range("visibility_timeout", v, 0, 43_200)? * 1000;
-        }
-        if let Some(v) = self.delay {
-            s.delay_ms = in_range("delay", v, 0, 900)? * 1000;
-        }
-        if let Some(v) = self.retention {
-            s.retention_ms = in_range("retention", v, 60, 1_209_600)? * 1000;
-        }
-        if let Some(v) = self.max_message_size {
-            s.max_message_size = in_range("max_message_size", v as u64, 1024, 1_048_576)? as u32;
-        }
-        if let Some(v) = self.receive_wait {
-            s.receive_wait_ms = in_range("receive_wait", v, 0, 20)? * 1000;
-        }
-        if let Some(v) = self.content_based_deduplication {
-            s.content_based_dedup = v;
-        }
-        s.redrive = match (&self.dead_letter_queue, self.max_receive_count) {
-            (Some(dlq), Some(max)) => Some(RedrivePolicy {
-                dead_letter_queue: dlq.clone(),
-                max_receive_count: in_range("max_receive_count", u64::from(max), 1, 1000)? as u32,
-            }),
-            (None, None) => None,
-            _ => bail!("queue '{name}': dead_letter_queue and max_receive_count go together"),
-        };
-        s.message_ttl_ms = self.message_ttl_ms;
-        s.max_length = self.max_length;
-        s.max_length_bytes = self.max_length_bytes;
-        s.overflow = match self.overflow.as_deref() {
-            None | Some("drop-head") => Overflow::DropHead,
-            Some("reject-publish") => Overflow::RejectPublish,
-            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-            Some(other) => bail!(
-                "queue '{name}': overflow = '{other}' is not one of drop-head, reject-publish, reject-publish-dlx"
-            ),
-        };
-        s.dead_letter_exchange = self.dead_letter_exchange.clone();
-        s.dead_letter_routing_key = self.dead_letter_routing_key.clone();
-        if let Some(p) = self.max_priority {
-            s.max_priority = Some(in_range("max_priority", u64::from(p), 1, 255)? as u8);
-        }
-        s.validate().map_err(|e| anyhow::anyhow!("queue '{name}': {e}"))?;
-        Ok(s)
     }
 }

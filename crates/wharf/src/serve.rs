@@ -160,11 +160,16 @@ fn print_startup_block(
         Storage::Memory => "in memory".to_owned(),
         Storage::Disk { .. } => format!("fsync {}", store.fsync_mode()),
     };
+    let sqs_auth = match settings.sqs.credentials.len() {
+        0 => "any credentials accepted".to_owned(),
+        1 => "SigV4 required (1 access key)".to_owned(),
+        n => format!("SigV4 required ({n} access keys)"),
+    };
     let block = format!(
         "wharf {version}\n\
          \x20 data directory  {data}\n\
          \x20 durability      {durability}\n\
-         \x20 sqs             http://{http}  (Amazon SQS: AWS JSON 1.0 and Query; account {account})\n\
+         \x20 sqs             http://{http}  (Amazon SQS: AWS JSON 1.0 and Query; account {account}; {sqs_auth})\n\
          \x20 admin           http://{admin}  (/health, /metrics)\n\
          \x20 recovered       {queues} queues, {messages} messages in {recovery_ms} ms\n\
          ready in {ready_ms} ms\n",
