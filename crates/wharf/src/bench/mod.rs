@@ -3,6 +3,7 @@
 //! they measured, and never assert timings: numbers go to docs/BENCHMARKS.md with the command.
 
 pub mod load;
+pub mod sqs;
 mod startup;
 
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ pub enum BenchCommand {
     /// Load generator used by the crash test: durable sends (and some acks) through the engine,
     /// printing one line per message once it is durable. Runs until killed or `--messages`.
     Load(load::LoadArgs),
+    /// SQS JSON 1.0 over keep-alive HTTP/1.1: SendMessage -> ReceiveMessage -> DeleteMessage
+    /// loops (or their batch forms) against wharf and a peer endpoint with the same settings.
+    Sqs(sqs::SqsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +93,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Startup(args) => startup::run(args),
         BenchCommand::Recovery(args) => startup::recovery(args),
         BenchCommand::Load(args) => load::run(args),
+        BenchCommand::Sqs(args) => sqs::run(args),
     }
 }
 

@@ -1,0 +1,595 @@
+//! `wharf bench sqs`: SendMessage → ReceiveMessage → DeleteMessage loops over keep-alive
+//! HTTP/1.1 connections speaking the SQS JSON 1.0 protocol, against one or more endpoints in
+//! turn (wharf and a peer such as moto_server) with the same settings, printed side by side.
+//!
+//! The client is deliberately lean — one hyper HTTP/1.1 connection per worker, requests built
+//! once, responses parsed only for the fields the loop needs — because on the project's 2-core
+//! machine the tool shares the cores with the server it measures. It reports its own CPU time
+//! so a reader can see how much of the machine the load itself took.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Args, Debug)]
+pub struct SqsArgs {
+    /// SQS endpoint to measure, e.g. http://127.0.0.1:9324 (repeatable; measured in turn).
+    #[arg(long = "endpoint", value_name = "URL", required = true)]
+    pub endpoints: Vec<String>,
+    /// A peer measured after the endpoints with the same settings, e.g. moto_server's URL; the
+    /// table then ends with the ratio first endpoint ÷ peer.
+    #[arg(long, value_name = "URL")]
+    pub peer_endpoint: Option<String>,
+    /// Concurrent workers, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Messages per call: 1 uses SendMessage/ReceiveMessage/DeleteMessage; 2–10 use
+    /// SendMessageBatch, ReceiveMessage with MaxNumberOfMessages, DeleteMessageBatch.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub batch: u8,
+    /// Measured seconds per endpoint.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds of load before measuring starts (connections warm, queue indexes sized).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Threads of the tool's own runtime. One keeps the tool off the server's core as much as
+    /// a load generator can be.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+pub fn run(args: SqsArgs) -> anyhow::Result<()> {
+    let mut targets: Vec<(String, String)> =
+        args.endpoints.iter().map(|e| ("endpoint".to_owned(), e.clone())).collect();
+    if let Some(peer) = &args.peer_endpoint {
+        targets.push(("peer".to_owned(), peer.clone()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the tool's runtime")?;
+    let mode = if args.batch == 1 {
+        "SendMessage -> ReceiveMessage -> DeleteMessage".to_owned()
+    } else {
+        format!("SendMessageBatch({0}) -> ReceiveMessage(Max {0}) -> DeleteMessageBatch", args.batch)
+    };
+    println!(
+        "wharf bench sqs: {mode}; {} connections, {} B bodies, {} s warm-up + {} s measured per endpoint, {} tool thread(s)",
+        args.connections, args.size, args.warmup, args.seconds, args.threads
+    );
+    let mut reports = Vec::new();
+    for (role, endpoint) in &targets {
+        let report = runtime
+            .block_on(measure(&args, endpoint))
+            .with_context(|| format!("benchmark against {endpoint}"))?;
+        println!("  {role} {endpoint}: {:.0} msg/s", report.messages_per_second());
+        reports.push((role.clone(), endpoint.clone(), report));
+    }
+    print_table(&args, &mut reports);
+    Ok(())
+}
+
+/// One endpoint's measured window.
+struct Report {
+    measured: Duration,
+    /// Messages that completed send → receive → delete in the window.
+    messages: u64,
+    sends: Vec<u32>,
+    receives: Vec<u32>,
+    deletes: Vec<u32>,
+    empty_receives: u64,
+    errors: u64,
+    first_error: Option<String>,
+    reconnects: u64,
+    /// CPU seconds (user + system) this process used in the window.
+    tool_cpu: f64,
+}
+
+impl Report {
+    fn messages_per_second(&self) -> f64 {
+        self.messages as f64 / self.measured.as_secs_f64()
+    }
+}
+
+/// Where to connect and what to put in `Host`.
+#[derive(Clone)]
+struct Endpoint {
+    addr: String,
+    host: String,
+}
+
+fn parse_endpoint(url: &str) -> anyhow::Result<Endpoint> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("only http:// endpoints are supported, got {url}");
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        bail!("no host in {url}");
+    }
+    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    Ok(Endpoint { addr, host: authority.to_owned() })
+}
+
+/// A keep-alive HTTP/1.1 connection that reconnects when the server closes it.
+struct Connection {
+    endpoint: Endpoint,
+    sender: Option<SendRequest<Full<Bytes>>>,
+    reconnects: u64,
+}
+
+/// A response's status and body.
+struct Answer {
+    status: u16,
+    body: Bytes,
+}
+
+impl Connection {
+    fn new(endpoint: Endpoint) -> Connection {
+        Connection { endpoint, sender: None, reconnects: 0 }
+    }
+
+    async fn connect(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
+        if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
+            return Ok(self.sender.as_mut().expect("checked above"));
+        }
+        if self.sender.take().is_some() {
+            self.reconnects += 1;
+        }
+        let stream = tokio::net::TcpStream::connect(&self.endpoint.addr)
+            .await
+            .with_context(|| format!("connect {}", self.endpoint.addr))?;
+        // Small request/response exchanges: never wait for Nagle.
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // The connection ends when the server closes it or the sender is dropped; either
+            // way the next call reconnects, so its outcome needs no handling here.
+            let _ = connection.await;
+        });
+        Ok(self.sender.insert(sender))
+    }
+
+    /// POST one JSON 1.0 call. Retries once on a fresh connection if the server had closed
+    /// the old one between calls (a keep-alive race, not a failed call).
+    async fn call(&mut self, action: &str, body: Bytes) -> anyhow::Result<Answer> {
+        for attempt in 0..2 {
+            let host = self.endpoint.host.clone();
+            let sender = self.connect().await?;
+            if sender.ready().await.is_err() {
+                self.sender = None;
+                continue;
+            }
+            let request = hyper::Request::post("/")
+                .header(hyper::header::HOST, host)
+                .header(hyper::header::CONTENT_TYPE, "application/x-amz-json-1.0")
+                .header("x-amz-target", format!("AmazonSQS.{action}"))
+                // Neither wharf (by default) nor moto verifies signatures, but both read the
+                // credential scope (sender id, region) from this header, as from a real SDK.
+                .header(
+                    hyper::header::AUTHORIZATION,
+                    "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/sqs/aws4_request, \
+                     SignedHeaders=host;x-amz-target, Signature=0",
+                )
+                .body(Full::new(body.clone()))?;
+            match sender.send_request(request).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body = response.into_body().collect().await?.to_bytes();
+                    return Ok(Answer { status, body });
+                }
+                Err(e) if attempt == 0 && e.is_canceled() => {
+                    self.sender = None;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("{action}: the server closed the connection twice in a row")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateQueueOut {
+    queue_url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReceiveOut {
+    #[serde(default)]
+    messages: Vec<ReceivedMessage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReceivedMessage {
+    receipt_handle: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchOut {
+    #[serde(default)]
+    successful: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    failed: Vec<serde::de::IgnoredAny>,
+}
+
+/// What one worker measured.
+#[derive(Default)]
+struct WorkerResult {
+    messages: u64,
+    sends: Vec<u32>,
+    receives: Vec<u32>,
+    deletes: Vec<u32>,
+    empty_receives: u64,
+    errors: u64,
+    first_error: Option<String>,
+    reconnects: u64,
+}
+
+impl WorkerResult {
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+    }
+}
+
+async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
+    let endpoint = parse_endpoint(url)?;
+    let mut control = Connection::new(endpoint.clone());
+    let queue_name = format!("wharf-bench-{}-{}", std::process::id(), unique_suffix());
+    let answer =
+        control.call("CreateQueue", Bytes::from(json!({ "QueueName": queue_name }).to_string())).await?;
+    if answer.status != 200 {
+        bail!("CreateQueue answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body));
+    }
+    let queue_url = serde_json::from_slice::<CreateQueueOut>(&answer.body)?.queue_url;
+
+    // Printable ASCII that JSON does not escape, so every server sees exactly `size` bytes.
+    let body: String = (0..args.size).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let send_request = if args.batch == 1 {
+        json!({ "QueueUrl": queue_url, "MessageBody": body })
+    } else {
+        let entries: Vec<_> =
+            (0..args.batch).map(|i| json!({ "Id": format!("m{i}"), "MessageBody": body })).collect();
+        json!({ "QueueUrl": queue_url, "Entries": entries })
+    };
+    let send_request = Bytes::from(send_request.to_string());
+    let receive_request = Bytes::from(
+        json!({ "QueueUrl": queue_url, "MaxNumberOfMessages": args.batch, "WaitTimeSeconds": 0 }).to_string(),
+    );
+
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(args.warmup);
+    let stop_at = measure_from + Duration::from_secs(args.seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections.max(1) {
+        let connection = Connection::new(endpoint.clone());
+        let job = Job {
+            queue_url: queue_url.clone(),
+            send_request: send_request.clone(),
+            receive_request: receive_request.clone(),
+            batch: args.batch,
+            measure_from,
+            stop_at,
+            stop: stop.clone(),
+        };
+        workers.push(tokio::spawn(job.run(connection)));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = own_cpu_seconds();
+    let window_started = Instant::now();
+    tokio::time::sleep_until(stop_at.into()).await;
+    let tool_cpu = own_cpu_seconds() - cpu_before;
+    let measured = window_started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+
+    let mut report = Report {
+        measured,
+        messages: 0,
+        sends: Vec::new(),
+        receives: Vec::new(),
+        deletes: Vec::new(),
+        empty_receives: 0,
+        errors: 0,
+        first_error: None,
+        reconnects: 0,
+        tool_cpu,
+    };
+    for worker in workers {
+        let result = worker.await.context("worker panicked")?;
+        report.messages += result.messages;
+        report.sends.extend(result.sends);
+        report.receives.extend(result.receives);
+        report.deletes.extend(result.deletes);
+        report.empty_receives += result.empty_receives;
+        report.errors += result.errors;
+        report.reconnects += result.reconnects;
+        if report.first_error.is_none() {
+            report.first_error = result.first_error;
+        }
+    }
+    // Leave nothing behind on a durable server.
+    let _ = control.call("DeleteQueue", Bytes::from(json!({ "QueueUrl": queue_url }).to_string())).await;
+    Ok(report)
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// One worker's loop and what it shares with the others.
+struct Job {
+    queue_url: String,
+    send_request: Bytes,
+    receive_request: Bytes,
+    batch: u8,
+    measure_from: Instant,
+    stop_at: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+impl Job {
+    async fn run(self, mut connection: Connection) -> WorkerResult {
+        let mut result = WorkerResult::default();
+        let (send_action, delete_action) = if self.batch == 1 {
+            ("SendMessage", "DeleteMessage")
+        } else {
+            ("SendMessageBatch", "DeleteMessageBatch")
+        };
+        while !self.stop.load(Ordering::Relaxed) && Instant::now() < self.stop_at {
+            let cycle_started = Instant::now();
+            let measuring = cycle_started >= self.measure_from;
+
+            let started = Instant::now();
+            match connection.call(send_action, self.send_request.clone()).await {
+                Ok(a) if a.status == 200 => {
+                    if self.batch > 1 {
+                        if let Err(e) = check_batch(&a.body) {
+                            result.error(format!("{send_action}: {e}"));
+                        }
+                    }
+                }
+                Ok(a) => {
+                    result.error(format!("{send_action} {}: {}", a.status, String::from_utf8_lossy(&a.body)))
+                }
+                Err(e) => {
+                    result.error(format!("{send_action}: {e:#}"));
+                    continue;
+                }
+            }
+            if measuring {
+                result.sends.push(micros(started.elapsed()));
+            }
+
+            let started = Instant::now();
+            let handles = match connection.call("ReceiveMessage", self.receive_request.clone()).await {
+                Ok(a) if a.status == 200 => match serde_json::from_slice::<ReceiveOut>(&a.body) {
+                    Ok(out) => out.messages.into_iter().map(|m| m.receipt_handle).collect::<Vec<_>>(),
+                    Err(e) => {
+                        result.error(format!("ReceiveMessage answer: {e}"));
+                        continue;
+                    }
+                },
+                Ok(a) => {
+                    result.error(format!(
+                        "ReceiveMessage {}: {}",
+                        a.status,
+                        String::from_utf8_lossy(&a.body)
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    result.error(format!("ReceiveMessage: {e:#}"));
+                    continue;
+                }
+            };
+            if measuring {
+                result.receives.push(micros(started.elapsed()));
+            }
+            if handles.is_empty() {
+                // Another worker took what this one sent; the next cycle sends again.
+                result.empty_receives += u64::from(measuring);
+                continue;
+            }
+
+            let delete_request = if self.batch == 1 {
+                json!({ "QueueUrl": self.queue_url, "ReceiptHandle": handles[0] })
+            } else {
+                let entries: Vec<_> = handles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| json!({ "Id": format!("d{i}"), "ReceiptHandle": h }))
+                    .collect();
+                json!({ "QueueUrl": self.queue_url, "Entries": entries })
+            };
+            let started = Instant::now();
+            match connection.call(delete_action, Bytes::from(delete_request.to_string())).await {
+                Ok(a) if a.status == 200 => {
+                    let failed = if self.batch > 1 { check_batch(&a.body).err() } else { None };
+                    match failed {
+                        Some(e) => result.error(format!("{delete_action}: {e}")),
+                        None if measuring => {
+                            result.deletes.push(micros(started.elapsed()));
+                            result.messages += handles.len() as u64;
+                        }
+                        None => {}
+                    }
+                }
+                Ok(a) => result.error(format!(
+                    "{delete_action} {}: {}",
+                    a.status,
+                    String::from_utf8_lossy(&a.body)
+                )),
+                Err(e) => result.error(format!("{delete_action}: {e:#}")),
+            }
+        }
+        result.reconnects = connection.reconnects;
+        result
+    }
+}
+
+/// A batch answer with failed entries counts as an error (the whole call's messages are not
+/// counted as done).
+fn check_batch(body: &[u8]) -> anyhow::Result<()> {
+    let out: BatchOut = serde_json::from_slice(body)?;
+    if !out.failed.is_empty() {
+        bail!("{} of {} entries failed", out.failed.len(), out.failed.len() + out.successful.len());
+    }
+    Ok(())
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// User + system CPU seconds of this process so far.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer to an rusage struct.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// p50 / p99 / max of a latency sample, in milliseconds.
+fn percentiles(samples: &mut [u32]) -> Option<(f64, f64, f64)> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        f64::from(samples[index]) / 1e3
+    };
+    Some((at(0.50), at(0.99), f64::from(samples[samples.len() - 1]) / 1e3))
+}
+
+fn print_table(args: &SqsArgs, reports: &mut [(String, String, Report)]) {
+    let (send, receive, delete) = if args.batch == 1 {
+        ("SendMessage", "ReceiveMessage", "DeleteMessage")
+    } else {
+        ("SendMessageBatch", "ReceiveMessage", "DeleteMessageBatch")
+    };
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    rows.push((
+        "messages/s end to end".into(),
+        reports.iter().map(|(_, _, r)| format!("{:.0}", r.messages_per_second())).collect(),
+    ));
+    for (name, pick) in [(send, 0usize), (receive, 1), (delete, 2)] {
+        rows.push((
+            format!("{name} p50 / p99 / max ms"),
+            reports
+                .iter_mut()
+                .map(|(_, _, r)| {
+                    let samples = match pick {
+                        0 => &mut r.sends,
+                        1 => &mut r.receives,
+                        _ => &mut r.deletes,
+                    };
+                    match percentiles(samples) {
+                        Some((p50, p99, max)) => format!("{p50:.2} / {p99:.2} / {max:.1}"),
+                        None => "-".into(),
+                    }
+                })
+                .collect(),
+        ));
+    }
+    rows.push((
+        "calls/s".into(),
+        reports
+            .iter()
+            .map(|(_, _, r)| {
+                let calls = r.sends.len() + r.receives.len() + r.deletes.len();
+                format!("{:.0}", calls as f64 / r.measured.as_secs_f64())
+            })
+            .collect(),
+    ));
+    rows.push((
+        "empty receives / errors / reconnects".into(),
+        reports
+            .iter()
+            .map(|(_, _, r)| format!("{} / {} / {}", r.empty_receives, r.errors, r.reconnects))
+            .collect(),
+    ));
+    rows.push((
+        "tool CPU (of one core)".into(),
+        reports
+            .iter()
+            .map(|(_, _, r)| format!("{:.0}%", 100.0 * r.tool_cpu / r.measured.as_secs_f64()))
+            .collect(),
+    ));
+
+    let mut header = vec![String::new()];
+    header.extend(reports.iter().map(|(role, endpoint, _)| format!("{role} {endpoint}")));
+    let ratio = args.peer_endpoint.is_some() && reports.len() >= 2;
+    if ratio {
+        header.push("first / peer".into());
+        let first = reports[0].2.messages_per_second();
+        let peer = reports[reports.len() - 1].2.messages_per_second();
+        rows[0].1.push(if peer > 0.0 { format!("{:.1}x", first / peer) } else { "-".into() });
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for (label, cells) in &rows {
+        widths[0] = widths[0].max(label.chars().count());
+        for (i, cell) in cells.iter().enumerate() {
+            widths[i + 1] = widths[i + 1].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ")
+    };
+    println!();
+    println!("{}", line(header.iter().map(String::as_str).collect()));
+    for (label, cells) in &rows {
+        let mut all = vec![label.as_str()];
+        all.extend(cells.iter().map(String::as_str));
+        println!("{}", line(all).trim_end());
+    }
+    for (role, endpoint, r) in reports.iter() {
+        if let Some(e) = &r.first_error {
+            println!("first error from {role} {endpoint}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_with_and_without_port() {
+        let e = parse_endpoint("http://127.0.0.1:9324").unwrap();
+        assert_eq!((e.addr.as_str(), e.host.as_str()), ("127.0.0.1:9324", "127.0.0.1:9324"));
+        let e = parse_endpoint("http://localhost/").unwrap();
+        assert_eq!(e.addr, "localhost:80");
+        assert!(parse_endpoint("https://example.com").is_err());
+    }
+
+    #[test]
+    fn percentiles_pick_nearest_rank() {
+        let mut samples: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        let (p50, p99, max) = percentiles(&mut samples).unwrap();
+        assert_eq!((p50, p99, max), (50.0, 99.0, 100.0));
+        assert!(percentiles(&mut []).is_none());
+    }
+}
