@@ -417,10 +417,16 @@ def test_dead_letter_queue_after_max_receives(sqs, new_queue):
     assert receive(sqs, src)
     assert receive(sqs, src)
     assert receive(sqs, src) == []
-    moved = receive(sqs, dlq, WaitTimeSeconds=2)
+    moved = receive(sqs, dlq, WaitTimeSeconds=2, MessageSystemAttributeNames=["DeadLetterQueueSourceArn"])
     assert moved and moved[0]["Body"] == "poison"
+    src_arn = sqs.get_queue_attributes(QueueUrl=src, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert moved[0]["Attributes"] == {"DeadLetterQueueSourceArn": src_arn}
     sources = sqs.list_dead_letter_source_queues(QueueUrl=dlq)["queueUrls"]
     assert sources == [src]
+    # A message sent straight to the dead-letter queue has no source.
+    sqs.send_message(QueueUrl=dlq, MessageBody="direct")
+    direct = receive(sqs, dlq, MessageSystemAttributeNames=["All"])
+    assert direct[0]["Body"] == "direct" and "DeadLetterQueueSourceArn" not in direct[0]["Attributes"]
 
 
 def test_purge(sqs, new_queue):

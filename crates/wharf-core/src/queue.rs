@@ -149,6 +149,9 @@ pub struct Delivery {
     pub group_id: Option<String>,
     pub dedup_id: Option<String>,
     pub system_attributes: BTreeMap<String, String>,
+    /// The queue this message was redriven from after too many receives (SQS
+    /// `DeadLetterQueueSourceArn`), while it is in that queue's dead-letter queue.
+    pub dead_letter_source: Option<String>,
 }
 
 /// The result of settling a lease.
@@ -298,6 +301,14 @@ enum LeaseKind {
     Held,
     /// A consumer's lease.
     Push(u64),
+}
+
+/// What a message moved from another queue keeps (see [`Queue::accept_moved`]).
+pub(crate) struct Moved {
+    id: MessageId,
+    sent_ms: u64,
+    expires_at_ms: Option<u64>,
+    dead_letter_source: Option<String>,
 }
 
 /// Where a dead-lettered message goes, decided under the lock from the queue's settings.
@@ -549,9 +560,15 @@ impl Queue {
     }
 
     /// Enqueue a message moved from another queue (SQS redrive): it keeps its id and original
-    /// sent time (retention counts from it); size and deduplication rules do not apply again.
+    /// sent time (retention counts from it), and its dead-letter source; size and
+    /// deduplication rules do not apply again.
     pub(crate) fn accept_moved(&self, msg: StoredMessage) -> Result<Sent> {
-        let moved = Some((msg.id, msg.sent_ms, msg.expires_at_ms));
+        let moved = Some(Moved {
+            id: msg.id,
+            sent_ms: msg.sent_ms,
+            expires_at_ms: msg.expires_at_ms,
+            dead_letter_source: msg.dead_letter_source,
+        });
         let opts = SendOptions {
             delay: None,
             group_id: msg.group_id,
@@ -1100,7 +1117,10 @@ impl Queue {
         let durable: Option<Durable> = match (&target, &vhost) {
             (Target::Queue(name), Some(vhost)) => {
                 let moved = match vhost.queue(name) {
-                    Ok(q) if q.id != self.id => q.accept_moved(msg.clone()),
+                    Ok(q) if q.id != self.id => q.accept_moved(StoredMessage {
+                        dead_letter_source: Some(self.name.clone()),
+                        ..msg.clone()
+                    }),
                     Ok(_) => Err(CoreError::InvalidArgument("a queue cannot redrive to itself".into())),
                     Err(e) => Err(e),
                 };
@@ -1512,14 +1532,14 @@ impl QueueState {
             || self.settings.max_length_bytes.is_some_and(|m| self.counts.queued_bytes + size > m)
     }
 
-    /// `moved`: (id, sent time, expiry) of a message moved from another queue.
+    /// `moved`: what a message moved from another queue keeps.
     fn send(
         &mut self,
         message: Message,
         opts: SendOptions,
         now: u64,
         fx: &mut Effects,
-        moved: Option<(MessageId, u64, Option<u64>)>,
+        moved: Option<Moved>,
     ) -> Result<Sent> {
         let size = message.body.len();
         if moved.is_none() && size > self.settings.max_message_size as usize {
@@ -1570,7 +1590,7 @@ impl QueueState {
         } else if fifo {
             dedup_id = opts.dedup_id;
         }
-        let delay_ms = match (moved, opts.delay) {
+        let delay_ms = match (&moved, opts.delay) {
             (Some(_), _) => 0,
             (None, Some(d)) => ms(d),
             (None, None) => self.settings.delay_ms,
@@ -1580,9 +1600,10 @@ impl QueueState {
                 "delay {delay_ms} ms exceeds the maximum of {MAX_DELAY_MS} ms"
             )));
         }
-        let (id, sent_ms, moved_expiry) = match moved {
-            Some((id, sent, exp)) => (id, sent, exp),
-            None => (MessageId::random(), now, None),
+        let is_moved = moved.is_some();
+        let (id, sent_ms, moved_expiry, dead_letter_source) = match moved {
+            Some(m) => (m.id, m.sent_ms, m.expires_at_ms, m.dead_letter_source),
+            None => (MessageId::random(), now, None, None),
         };
         let expires_at_ms = match message.properties.expiration_ms {
             Some(ttl) => Some(now.saturating_add(ttl)),
@@ -1602,6 +1623,7 @@ impl QueueState {
             group_id,
             dedup_id: dedup_id.clone(),
             system_attributes: opts.system_attributes,
+            dead_letter_source,
             message,
         };
 
@@ -1677,7 +1699,7 @@ impl QueueState {
         }
         // Moved messages can be older than the queue's head; a timer catches their expiry.
         let expiry = self.expiry_at(&self.entries[idx]);
-        if expires_at_ms.is_some() || moved.is_some() {
+        if expires_at_ms.is_some() || is_moved {
             self.push_timer(Timer { at: expiry, seq, kind: TimerKind::Expire }, fx);
         }
         if let Some(key) = dedup_key_new {
@@ -1770,6 +1792,7 @@ impl QueueState {
                 group_id: stored.group_id,
                 dedup_id: stored.dedup_id,
                 system_attributes: stored.system_attributes,
+                dead_letter_source: stored.dead_letter_source,
             };
             return Ok(Some((delivery, group)));
         }

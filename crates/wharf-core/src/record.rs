@@ -6,8 +6,8 @@
 //! little-endian, `var` = LEB128 varint, `str` = var length + UTF-8 bytes):
 //!
 //! ```text
-//! u8  version (1)
-//! u8  flags: 1 persistent, 2 group, 4 dedup, 8 expiry, 16 delay
+//! u8  version (1, or 2 when flag 32 is set)
+//! u8  flags: 1 persistent, 2 group, 4 dedup, 8 expiry, 16 delay, 32 dead-letter source
 //! [16] message id (uuid bytes)
 //! u64 sequence number (queue-local, strictly increasing)
 //! u64 sent time (ms since epoch; kept across redrive so retention counts from the original)
@@ -22,8 +22,14 @@
 //! properties (u16 presence mask + the present fields)
 //! headers (typed table)
 //! var n + n × (str, str) system attributes
+//! str dead-letter source        if flag 32 (version 2 only)
 //! [body length] body
 //! ```
+//!
+//! Versions: version 2 added the dead-letter source. A record without one is still written as
+//! version 1, byte for byte what older builds wrote and read; both versions are read. Unknown
+//! flag bits (for the record's version) are refused, so an older build meets a version 2
+//! record as "unknown record version", never as a misread one.
 //!
 //! The metadata comes first so [`decode_meta`] can rebuild a queue's index without touching
 //! headers or bodies. Every read is bounds-checked: garbage decodes to an error, never a panic,
@@ -37,13 +43,17 @@ use bytes::Bytes;
 use crate::error::CoreError;
 use crate::message::{AttributeValue, HeaderValue, Headers, Message, Properties};
 
-pub const RECORD_VERSION: u8 = 1;
+/// The newest record version (see the module docs for what each adds).
+pub const RECORD_VERSION: u8 = 2;
 
 const F_PERSISTENT: u8 = 1;
 const F_GROUP: u8 = 2;
 const F_DEDUP: u8 = 4;
 const F_EXPIRY: u8 = 8;
 const F_DELAY: u8 = 16;
+const F_DLQ_SOURCE: u8 = 32;
+const V1_FLAGS: u8 = F_PERSISTENT | F_GROUP | F_DEDUP | F_EXPIRY | F_DELAY;
+const V2_FLAGS: u8 = V1_FLAGS | F_DLQ_SOURCE;
 
 /// Header tables nest; a bound keeps a hostile record from overflowing the stack.
 const MAX_DEPTH: u32 = 32;
@@ -92,6 +102,9 @@ pub struct StoredMessage {
     pub dedup_id: Option<String>,
     /// SQS system attributes supplied by the sender (SenderId, AWSTraceHeader, ...).
     pub system_attributes: BTreeMap<String, String>,
+    /// The queue this message was redriven from (SQS redrive after maxReceiveCount), while it
+    /// is in that queue's dead-letter queue.
+    pub dead_letter_source: Option<String>,
     pub message: Message,
 }
 
@@ -107,6 +120,8 @@ pub struct RecordMeta {
     pub first_receive_ms: u64,
     pub priority: u8,
     pub persistent: bool,
+    /// Whether the record carries a dead-letter source (read by [`decode`], not here).
+    pub dead_letter_source: bool,
     pub group_id: Option<String>,
     pub dedup_id: Option<String>,
     pub body_len: u32,
@@ -191,7 +206,10 @@ pub fn encode_into(m: &StoredMessage, out: &mut Vec<u8>) {
     if m.delay_until_ms != 0 {
         flags |= F_DELAY;
     }
-    w.u8(RECORD_VERSION);
+    if m.dead_letter_source.is_some() {
+        flags |= F_DLQ_SOURCE;
+    }
+    w.u8(if flags & F_DLQ_SOURCE != 0 { 2 } else { 1 });
     w.u8(flags);
     w.0.extend_from_slice(&m.id.0.to_le_bytes());
     w.u64(m.seq);
@@ -217,6 +235,7 @@ pub fn encode_into(m: &StoredMessage, out: &mut Vec<u8>) {
         w.str(k);
         w.str(v);
     }
+    w.opt_str(&m.dead_letter_source);
     w.0.extend_from_slice(&m.message.body);
 }
 
@@ -430,10 +449,15 @@ impl<'a> R<'a> {
 
 fn decode_meta_from(r: &mut R<'_>) -> Res<RecordMeta> {
     let version = r.u8()?;
-    if version != RECORD_VERSION {
-        return Err(RecordError(format!("unknown record version {version}")));
-    }
+    let known = match version {
+        1 => V1_FLAGS,
+        2 => V2_FLAGS,
+        _ => return Err(RecordError(format!("unknown record version {version}"))),
+    };
     let flags = r.u8()?;
+    if flags & !known != 0 {
+        return Err(RecordError(format!("unknown flags {flags:#x} for record version {version}")));
+    }
     let id = MessageId(u128::from_le_bytes(r.arr()?));
     let seq = r.u64()?;
     let sent_ms = r.u64()?;
@@ -455,6 +479,7 @@ fn decode_meta_from(r: &mut R<'_>) -> Res<RecordMeta> {
         first_receive_ms,
         priority,
         persistent: flags & F_PERSISTENT != 0,
+        dead_letter_source: flags & F_DLQ_SOURCE != 0,
         group_id,
         dedup_id,
         body_len,
@@ -481,6 +506,7 @@ pub fn decode(bytes: Bytes) -> Result<StoredMessage, RecordError> {
         let v = r.str()?;
         system_attributes.insert(k, v);
     }
+    let dead_letter_source = if meta.dead_letter_source { Some(r.str()?) } else { None };
     let body_len = meta.body_len as usize;
     if r.remaining() != body_len {
         return err("body length does not match the record");
@@ -498,6 +524,7 @@ pub fn decode(bytes: Bytes) -> Result<StoredMessage, RecordError> {
         group_id: meta.group_id,
         dedup_id: meta.dedup_id,
         system_attributes,
+        dead_letter_source,
         message: Message { body, headers, properties, exchange, routing_key },
     })
 }
@@ -619,6 +646,7 @@ mod tests {
             group_id: Some("g".into()),
             dedup_id: None,
             system_attributes: BTreeMap::from([("SenderId".to_string(), "me".to_string())]),
+            dead_letter_source: Some("src".into()),
             message: Message {
                 body: Bytes::from_static(b"hello"),
                 headers,
@@ -644,6 +672,44 @@ mod tests {
         assert_eq!(meta.body_len, 5);
         assert!(meta.persistent);
         assert_eq!(meta.group_id.as_deref(), Some("g"));
+    }
+
+    #[test]
+    fn version_1_records_still_read_and_are_still_written() {
+        // A version 1 record as the previous build wrote it (no dead-letter source).
+        let v1: &[u8] = &[
+            1, 1, // version, flags: persistent
+            1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // id 1
+            42, 0, 0, 0, 0, 0, 0, 0, // seq
+            7, 0, 0, 0, 0, 0, 0, 0, // sent
+            0, 0, 0, // receive count, first receive, priority
+            2, // body length
+            1, b'x', 0, // exchange "x", routing key ""
+            0, 0, // no properties
+            0, // no headers
+            1, 1, b'k', 1, b'v', // system attributes k=v
+            b'h', b'i',
+        ];
+        let m = decode(Bytes::from_static(v1)).expect("v1 decodes");
+        assert_eq!((m.id, m.seq, m.sent_ms), (MessageId(1), 42, 7));
+        assert_eq!(m.dead_letter_source, None);
+        assert_eq!(&m.message.body[..], b"hi");
+        assert_eq!(m.system_attributes["k"], "v");
+        // Without a source it is written as version 1, byte for byte.
+        assert_eq!(encode(&m), v1);
+        // With one it is version 2 and keeps it.
+        let moved = StoredMessage { dead_letter_source: Some("src".into()), ..m };
+        let bytes = encode(&moved);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode(Bytes::from(bytes.clone())).expect("v2"), moved);
+        assert!(decode_meta(&bytes).expect("meta").dead_letter_source);
+        // Version 1 with the version 2 flag, and unknown versions, are refused.
+        let mut bad = v1.to_vec();
+        bad[1] |= F_DLQ_SOURCE;
+        assert!(decode(Bytes::from(bad)).is_err());
+        let mut bad = v1.to_vec();
+        bad[0] = 3;
+        assert!(decode_meta(&bad).is_err());
     }
 
     #[test]
@@ -704,34 +770,37 @@ mod tests {
             prop::collection::vec(any::<u8>(), 0..64),
             prop::collection::btree_map(".{0,6}", header_value(), 0..4),
             (any::<bool>(), any::<Option<u8>>(), any::<Option<u64>>(), any::<Option<String>>()),
-            (".{0,8}", ".{0,8}"),
+            (".{0,8}", ".{0,8}", any::<Option<String>>()),
         )
-            .prop_map(|(a, b, sys, body, headers, p, (exchange, routing_key))| StoredMessage {
-                id: MessageId(a.0),
-                seq: a.1,
-                sent_ms: a.2,
-                expires_at_ms: a.3,
-                delay_until_ms: a.4,
-                receive_count: b.0,
-                first_receive_ms: b.1,
-                priority: b.2,
-                group_id: b.3,
-                dedup_id: b.4,
-                system_attributes: sys,
-                message: Message {
-                    body: body.into(),
-                    headers,
-                    properties: Properties {
-                        persistent: p.0,
-                        priority: p.1,
-                        expiration_ms: p.2,
-                        reply_to: p.3.clone(),
-                        app_id: p.3,
-                        ..Properties::default()
+            .prop_map(|(a, b, sys, body, headers, p, (exchange, routing_key, source))| {
+                StoredMessage {
+                    id: MessageId(a.0),
+                    seq: a.1,
+                    sent_ms: a.2,
+                    expires_at_ms: a.3,
+                    delay_until_ms: a.4,
+                    receive_count: b.0,
+                    first_receive_ms: b.1,
+                    priority: b.2,
+                    group_id: b.3,
+                    dedup_id: b.4,
+                    system_attributes: sys,
+                    dead_letter_source: source,
+                    message: Message {
+                        body: body.into(),
+                        headers,
+                        properties: Properties {
+                            persistent: p.0,
+                            priority: p.1,
+                            expiration_ms: p.2,
+                            reply_to: p.3.clone(),
+                            app_id: p.3,
+                            ..Properties::default()
+                        },
+                        exchange,
+                        routing_key,
                     },
-                    exchange,
-                    routing_key,
-                },
+                }
             })
     }
 

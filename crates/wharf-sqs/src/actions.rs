@@ -823,8 +823,9 @@ impl Sqs {
         if deliveries.is_empty() {
             return Ok(json!({}));
         }
+        let arn = self.arn_ctx();
         let messages: Vec<Value> =
-            deliveries.iter().map(|d| render_delivery(d, &system_names, &patterns, fifo)).collect();
+            deliveries.iter().map(|d| render_delivery(d, &system_names, &patterns, fifo, &arn)).collect();
         let response = json!({"Messages": messages});
         if let Some(key) = attempt {
             let lease_ms =
@@ -1047,7 +1048,13 @@ pub const SYSTEM_ATTRIBUTES: &[&str] = &[
     "SqsManagedSseEnabled",
 ];
 
-fn render_delivery(d: &Delivery, system_names: &[&str], patterns: &[&str], fifo: bool) -> Value {
+fn render_delivery(
+    d: &Delivery,
+    system_names: &[&str],
+    patterns: &[&str],
+    fifo: bool,
+    arn: &ArnContext<'_>,
+) -> Value {
     // Bodies from other protocols may be any bytes; SQS bodies are text, so show them lossily
     // rather than fail the whole receive.
     let body = String::from_utf8_lossy(&d.message.body);
@@ -1074,6 +1081,9 @@ fn render_delivery(d: &Delivery, system_names: &[&str], patterns: &[&str], fifo:
     }
     if let Some(g) = &d.group_id {
         put("MessageGroupId", g.clone());
+    }
+    if let Some(source) = &d.dead_letter_source {
+        put("DeadLetterQueueSourceArn", arn.arn(source));
     }
     if fifo {
         if let Some(dd) = &d.dedup_id {

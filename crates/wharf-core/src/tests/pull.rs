@@ -358,6 +358,50 @@ async fn redrive_moves_to_dlq_after_max_receives() {
 }
 
 #[tokio::test]
+async fn redrive_records_the_source_queue_durably() {
+    let env = env();
+    env.queue("dlq", QueueSettings::durable());
+    let redrive = |durable| QueueSettings {
+        durable,
+        redrive: Some(RedrivePolicy { dead_letter_queue: "dlq".into(), max_receive_count: 1 }),
+        ..QueueSettings::default()
+    };
+    let a = env.queue("a", redrive(true));
+    let b = env.queue("b", redrive(false));
+    send(&a, "from a");
+    // Not persistent, and b is not durable: moved in memory.
+    b.send(Message::new("from b"), SendOptions::default()).expect("send");
+    for q in [&a, &b] {
+        assert_eq!(recv_vis(q, 1, 0).await.len(), 1);
+        env.advance(1);
+        assert!(recv(q, 1).await.is_empty());
+        // A message straight from a sender has no source.
+        assert_eq!(recv_vis(q, 1, 0).await.len(), 0);
+    }
+    send(&env.vhost().queue("dlq").expect("dlq"), "sent to the dlq");
+    let dlq = env.vhost().queue("dlq").expect("dlq");
+    let got = recv_vis(&dlq, 10, 0).await;
+    let sources: Vec<(String, Option<String>)> =
+        got.iter().map(|d| (body(d), d.dead_letter_source.clone())).collect();
+    assert_eq!(
+        sources,
+        [
+            ("from a".to_string(), Some("a".to_string())),
+            ("from b".to_string(), Some("b".to_string())),
+            ("sent to the dlq".to_string(), None)
+        ]
+    );
+    // The source is in the record: it survives a restart (the in-memory message does not).
+    env.advance(1);
+    let env2 = env.reopen();
+    let dlq = env2.vhost().queue("dlq").expect("dlq");
+    let got = recv(&dlq, 10).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].dead_letter_source.as_deref(), Some("a"));
+    assert_eq!(got[1].dead_letter_source, None);
+}
+
+#[tokio::test]
 async fn redrive_target_must_exist_and_match_kind() {
     let env = env();
     let v = env.vhost();
