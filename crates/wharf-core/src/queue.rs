@@ -975,6 +975,26 @@ impl Queue {
     /// Change mutable settings (SQS SetQueueAttributes). `kind`, `durable`, exclusivity,
     /// auto-delete and max priority are fixed at creation. Persisted for durable queues.
     pub fn update_settings(&self, f: impl FnOnce(&mut QueueSettings)) -> Result<QueueSettings> {
+        self.try_update_settings(|s| {
+            f(s);
+            Ok::<(), CoreError>(())
+        })
+    }
+
+    /// Validate and apply in one step: `f` edits a copy of the settings and may refuse with an
+    /// error of its own (any `E` a `CoreError` converts into, so a front end can keep its own
+    /// error codes); then the engine validates the result. Only if both pass are the new
+    /// settings installed (and persisted); otherwise nothing changes. Returns the settings
+    /// installed.
+    ///
+    /// Atomic with respect to every other definitions change: `f` runs under the broker's
+    /// definitions lock, on the settings as they are at that moment. It may read other queues
+    /// (their settings, stats), but must not change definitions (declare, delete, update
+    /// settings): that would deadlock.
+    pub fn try_update_settings<E: From<CoreError>>(
+        &self,
+        f: impl FnOnce(&mut QueueSettings) -> Result<(), E>,
+    ) -> Result<QueueSettings, E> {
         let vhost = self.vhost.upgrade().ok_or(CoreError::ShuttingDown)?;
         vhost.update_queue_settings(self, f)
     }

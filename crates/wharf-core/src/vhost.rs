@@ -548,25 +548,32 @@ impl VHost {
     }
 
     /// Change a queue's mutable settings; persisted for durable queues.
-    pub(crate) fn update_queue_settings(
+    pub(crate) fn update_queue_settings<E: From<CoreError>>(
         &self,
         queue: &Queue,
-        f: impl FnOnce(&mut QueueSettings),
-    ) -> Result<QueueSettings> {
+        f: impl FnOnce(&mut QueueSettings) -> Result<(), E>,
+    ) -> Result<QueueSettings, E> {
         let _defs = self.shared.defs_lock.lock();
         let old = queue.settings();
         let mut new = old.clone();
-        f(&mut new);
+        // On a copy: an error from `f` or from validation leaves the queue's settings alone.
+        f(&mut new)?;
         new.validate()?;
         if let Some(field) = old.immutable_difference(&new) {
-            return Err(CoreError::InvalidArgument(format!("{field} cannot be changed after creation")));
+            return Err(
+                CoreError::InvalidArgument(format!("{field} cannot be changed after creation")).into()
+            );
         }
         if new.redrive != old.redrive {
             self.check_redrive(queue.name(), &new)?;
         }
         queue.set_settings(new.clone())?;
         if new.is_persisted() {
-            self.save()?;
+            if let Err(e) = self.save() {
+                // Not on disk: not applied either.
+                let _ = queue.set_settings(old);
+                return Err(e.into());
+            }
         }
         Ok(new)
     }

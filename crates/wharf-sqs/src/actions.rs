@@ -437,21 +437,16 @@ impl Sqs {
     fn set_queue_attributes(&self, p: Params<'_>) -> SqsResult<Value> {
         let q = self.queue(p)?;
         let attrs = p.str_map("Attributes")?;
-        // Validate on a copy first so a bad value changes nothing; the closure below re-applies
-        // the same (now known good) values under the engine's definitions lock.
-        let mut trial = q.settings();
-        attributes::apply(&mut trial, &attrs, false)?;
-        if attrs.contains_key("RedrivePolicy") {
-            self.check_redrive_allowed(q.name(), &trial)?;
-        }
         let now = (self.now_ms() / 1000).to_string();
-        q.update_settings(|s| {
-            let _ = attributes::apply(s, &attrs, false);
+        // Validated and applied in one step under the engine's definitions lock: any error
+        // (ours or the engine's) leaves the settings as they were.
+        q.try_update_settings(|s| {
+            attributes::apply(s, &attrs, false)?;
+            if attrs.contains_key("RedrivePolicy") {
+                self.check_redrive_allowed(q.name(), s)?;
+            }
             s.attributes.insert(MODIFIED.to_owned(), now);
-        })
-        .map_err(|e| match e {
-            CoreError::InvalidArgument(m) => SqsError::invalid(m),
-            e => e.into(),
+            Ok::<(), SqsError>(())
         })?;
         Ok(json!({}))
     }

@@ -483,6 +483,54 @@ async fn purge_all_unlocks_fifo_groups() {
 }
 
 #[tokio::test]
+async fn try_update_settings_is_all_or_nothing() {
+    #[derive(Debug, PartialEq)]
+    enum FrontEndError {
+        Refused(&'static str),
+        Core(String),
+    }
+    impl From<CoreError> for FrontEndError {
+        fn from(e: CoreError) -> Self {
+            FrontEndError::Core(e.to_string())
+        }
+    }
+    let env = env();
+    let q = env.queue("q", QueueSettings::durable());
+    let before = q.settings();
+    // The closure's own error: nothing it changed sticks, and the error comes back as is.
+    let r = q.try_update_settings(|s| {
+        s.visibility_timeout_ms = 1_000;
+        s.attributes.insert("Policy".into(), "{}".into());
+        Err(FrontEndError::Refused("no"))
+    });
+    assert_eq!(r.unwrap_err(), FrontEndError::Refused("no"));
+    assert_eq!(q.settings(), before);
+    // The engine's validation after the closure: converted into the caller's error type.
+    let r = q.try_update_settings(|s| {
+        s.delay_ms = 1;
+        s.visibility_timeout_ms = u64::MAX;
+        Ok::<(), FrontEndError>(())
+    });
+    assert!(matches!(r, Err(FrontEndError::Core(_))));
+    let r = q.try_update_settings(|s| {
+        s.durable = false;
+        Ok::<(), CoreError>(())
+    });
+    assert!(matches!(r, Err(CoreError::InvalidArgument(_))));
+    assert_eq!(q.settings(), before);
+    // Both pass: applied, and persisted with the definitions.
+    let new = q
+        .try_update_settings(|s| {
+            s.visibility_timeout_ms = 2_000;
+            Ok::<(), CoreError>(())
+        })
+        .expect("update");
+    assert_eq!((new.visibility_timeout_ms, q.settings().visibility_timeout_ms), (2_000, 2_000));
+    let env2 = env.reopen();
+    assert_eq!(env2.vhost().queue("q").expect("q").settings().visibility_timeout_ms, 2_000);
+}
+
+#[tokio::test]
 async fn update_settings_applies_and_validates() {
     let env = env();
     let q = env.queue("q", QueueSettings::durable());
