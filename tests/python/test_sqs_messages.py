@@ -491,3 +491,26 @@ def test_long_poll_wakes_when_visibility_is_changed_to_zero(sqs, new_queue):
     got = receive(sqs, url, WaitTimeSeconds=10)
     assert got and got[0]["MessageId"] == m["MessageId"]
     assert time.monotonic() - t0 < 5
+
+
+def test_move_task_sends_dead_letters_home_keeping_their_ids(sqs, new_queue):
+    dlq = new_queue("dlq")
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":1}}'
+    a = new_queue("a", VisibilityTimeout=0, RedrivePolicy=policy)
+    b = new_queue("b", VisibilityTimeout=0, RedrivePolicy=policy)
+    ids = {}
+    for url, body in [(a, "from a"), (b, "from b")]:
+        ids[body] = sqs.send_message(QueueUrl=url, MessageBody=body)["MessageId"]
+        assert receive(sqs, url)
+        assert receive(sqs, url) == []
+    # Two source queues and no DestinationArn: each message goes back where it came from.
+    sqs.start_message_move_task(SourceArn=dlq_arn)
+    deadline = time.time() + 5
+    while sqs.list_message_move_tasks(SourceArn=dlq_arn)["Results"][0]["Status"] != "COMPLETED":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    for url, body in [(a, "from a"), (b, "from b")]:
+        got = receive(sqs, url, MessageSystemAttributeNames=["All"])
+        assert [(m["Body"], m["MessageId"]) for m in got] == [(body, ids[body])]
+        assert "DeadLetterQueueSourceArn" not in got[0]["Attributes"]

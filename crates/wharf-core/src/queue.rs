@@ -380,6 +380,11 @@ pub(crate) struct QueueState {
     damaged: Option<String>,
 }
 
+/// The push-lease owner that marks a message being moved by [`Queue::move_to`] (consumer ids
+/// count up from 1 and never reach it). Pull-lease operations refuse such a message, as they
+/// refuse a consumer's.
+const MOVING: u64 = u64::MAX;
+
 /// SQS's in-flight limit for standard queues.
 pub const MAX_IN_FLIGHT: u64 = 120_000;
 
@@ -757,6 +762,153 @@ impl Queue {
     /// (`Settled { deleted: false }`), so an AMQP client is not failed for an unknown tag.
     pub fn purge_all(&self) -> Result<u64> {
         self.with_state(|st, _now, fx| Ok(st.purge(true, fx)))
+    }
+
+    /// Move up to `max` ready messages, in queue order, to `dest` (SQS message move tasks).
+    /// Returns how many moved; 0 when none is ready.
+    ///
+    /// A moved message keeps its MessageId, sent time (so its retention clock), per-message
+    /// expiry, group and deduplication ids, headers, properties and system attributes; its
+    /// receive count starts again at 0 and its dead-letter source is dropped (it is no longer
+    /// a dead letter). Each message is durable in `dest` before its record here is settled
+    /// (settled by `tick` once the copy's `Durable` resolves): a crash in between leaves it in
+    /// both queues, never in neither. While being copied a message counts as in flight, and
+    /// a message `dest` refuses (deleted, full with reject-publish) goes back to its place;
+    /// the error is returned if nothing moved, else on the next call.
+    pub fn move_to(&self, dest: &Queue, max: usize) -> Result<usize> {
+        if dest.id == self.id {
+            return Err(CoreError::InvalidArgument("a queue cannot move messages to itself".into()));
+        }
+        self.move_out(max, Some(dest), None)
+    }
+
+    /// Like [`Queue::move_to`], but each message goes back to the queue it was redriven from
+    /// (its `dead_letter_source`; SQS move tasks without a destination). A message without one
+    /// goes to `fallback`; with no fallback either, or when its source queue no longer exists,
+    /// it stays and the move stops there (`InvalidArgument` / `NotFound` if nothing moved).
+    pub fn move_to_sources(&self, fallback: Option<&Queue>, max: usize) -> Result<usize> {
+        self.move_out(max, None, fallback)
+    }
+
+    fn move_out(&self, max: usize, dest: Option<&Queue>, fallback: Option<&Queue>) -> Result<usize> {
+        // 1. Under the lock: take ready messages out of the ready index, marked as moving.
+        let taken: Vec<(u64, StoredMessage)> = self.with_state(|st, now, fx| {
+            let mut out = Vec::new();
+            let mut prefer = None;
+            while out.len() < max {
+                let Some((seq, group)) = st.ready.pop_next(prefer) else { break };
+                let Some(idx) = st.find(seq) else {
+                    st.ready.in_flight_done(group);
+                    continue;
+                };
+                st.detach(idx, true, fx);
+                st.attach(idx, State::InFlight, fx);
+                if st.expiry_at(&st.entries[idx]) <= now {
+                    st.expire(idx, now, fx);
+                    continue;
+                }
+                let msg = match st.load(idx) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        st.detach(idx, false, fx);
+                        st.attach(idx, State::Ready, fx);
+                        if out.is_empty() {
+                            return Err(e);
+                        }
+                        break;
+                    }
+                };
+                let e = &mut st.entries[idx];
+                e.until_ms = u64::MAX;
+                e.extra.get_or_insert_with(Box::default).consumer = MOVING;
+                if group > 0 {
+                    prefer = Some(group);
+                }
+                out.push((seq, msg));
+            }
+            Ok(out)
+        })?;
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        // 2. No lock held: copy each into its destination, in order, until one fails.
+        let vhost = self.vhost.upgrade();
+        let mut copied: Vec<(u64, Durable)> = Vec::with_capacity(taken.len());
+        let mut failure = None;
+        let seqs: Vec<u64> = taken.iter().map(|(seq, _)| *seq).collect();
+        for (seq, mut msg) in taken {
+            let source = msg.dead_letter_source.take();
+            let found;
+            let target: &Queue = match (dest, source) {
+                (Some(d), _) => d,
+                (None, Some(name)) => {
+                    match vhost.as_ref().ok_or(CoreError::ShuttingDown).and_then(|v| v.queue(&name)) {
+                        Ok(q) => {
+                            found = q;
+                            &found
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                (None, None) => match fallback {
+                    Some(f) => f,
+                    None => {
+                        failure = Some(CoreError::InvalidArgument(format!(
+                            "message {} has no recorded source queue to move back to",
+                            msg.id
+                        )));
+                        break;
+                    }
+                },
+            };
+            if target.id == self.id {
+                failure = Some(CoreError::InvalidArgument("a queue cannot move messages to itself".into()));
+                break;
+            }
+            match target.accept_moved(msg) {
+                Ok(sent) => copied.push((seq, sent.durable)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        // 3. Under the lock again: drop the copied ones (their records settle once the copies
+        // are durable) and put the others back in their place. A message removed meanwhile
+        // (purged, or deleted with an old receipt) was settled by whoever removed it.
+        let moved = copied.len();
+        let _ = self.with_state(|st, now, fx| {
+            let moving = |st: &QueueState, seq: u64| {
+                st.find(seq).filter(|&i| {
+                    let e = &st.entries[i];
+                    e.state == State::InFlight && e.extra.as_ref().is_some_and(|x| x.consumer == MOVING)
+                })
+            };
+            for (seq, durable) in copied {
+                if let Some(idx) = moving(st, seq) {
+                    if let (Some(rec), Some(log)) = (st.remove(idx, fx), st.log.clone()) {
+                        self.shared.settle_after(log, rec, durable);
+                    }
+                }
+            }
+            for &seq in &seqs[moved..] {
+                if let Some(idx) = moving(st, seq) {
+                    st.return_moving(idx, now, fx);
+                }
+            }
+            Ok(())
+        });
+        match failure {
+            Some(e) if moved == 0 => Err(e),
+            Some(e) => {
+                warn!(queue = %self.name, "move stopped after {moved} message(s): {e}");
+                Ok(moved)
+            }
+            None => Ok(moved),
+        }
     }
 
     /// Register a push consumer.
@@ -1518,6 +1670,17 @@ impl QueueState {
         if cap > 4096 && self.entries.len() < cap / 4 {
             self.entries.shrink_to(self.entries.len() * 2);
         }
+    }
+
+    /// A message taken by a move that did not happen: back to ready at its place, unchanged
+    /// (no redelivered flag: nobody received it).
+    fn return_moving(&mut self, idx: usize, now: u64, fx: &mut Effects) {
+        if self.expiry_at(&self.entries[idx]) <= now {
+            self.expire(idx, now, fx);
+            return;
+        }
+        self.detach(idx, false, fx);
+        self.attach(idx, State::Ready, fx);
     }
 
     /// Remove ready and delayed messages, and with `leased` in-flight ones too.

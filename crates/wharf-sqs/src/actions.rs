@@ -918,20 +918,19 @@ impl Sqs {
         }
         let destination_arn = p.str_opt("DestinationArn")?;
         let destination = match destination_arn {
-            Some(arn) => self.queue_by_arn("DestinationArn", arn)?,
-            None if sources.len() == 1 => sources[0].clone(),
-            // The engine does not record which queue each dead letter came from, so with
-            // several sources the destination has to be named.
+            Some(arn) => {
+                let q = self.queue_by_arn("DestinationArn", arn)?;
+                if q.id() == source.id() {
+                    return Err(SqsError::invalid("The destination must differ from the source queue."));
+                }
+                movetask::Destination::Queue(q)
+            }
+            // Each message goes back to the queue it was redriven from (the engine records
+            // it); one sent straight to the DLQ goes to its only source queue, if it has one.
             None => {
-                return Err(SqsError::invalid(
-                    "This dead-letter queue has several source queues; give DestinationArn to say where \
-                     its messages go.",
-                ))
+                movetask::Destination::Sources { fallback: (sources.len() == 1).then(|| sources[0].clone()) }
             }
         };
-        if destination.id() == source.id() {
-            return Err(SqsError::invalid("The destination must differ from the source queue."));
-        }
         let mut moves = self.moves.lock();
         let history = moves.entry(source.name().to_owned()).or_default();
         if history.iter().any(|t| matches!(t.status(), "RUNNING" | "CANCELLING")) {

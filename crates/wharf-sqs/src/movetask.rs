@@ -1,10 +1,12 @@
 //! Message move tasks (StartMessageMoveTask, CancelMessageMoveTask, ListMessageMoveTasks):
 //! moving messages out of a dead-letter queue, back to its source queue or to a given queue.
 //!
-//! A task is a tokio task that receives from the DLQ, sends each message to the destination,
-//! waits until the copy is durable, and only then deletes the original, so a crash or a cancel
-//! can duplicate a message but never lose one. The engine has no move primitive yet, so the copy
-//! is a new message (new id, new sent time); see the crate README.
+//! A task is a tokio task that moves batches of ready messages with the engine's
+//! `Queue::move_to` (or, without a destination, `Queue::move_to_sources`: each message back to
+//! the queue it was redriven from), at most MaxNumberOfMessagesPerSecond. A moved message keeps
+//! its MessageId, sent time (so its retention clock) and attributes, and the engine settles the
+//! original only once the copy is durable, so a crash can duplicate a message but never lose
+//! one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
-use wharf_core::{Clock, Message, Properties, Queue, QueueKind, SendOptions};
+use wharf_core::{Clock, Queue};
 
 use crate::error::{ErrorCode, SqsError, SqsResult};
 
@@ -21,8 +23,6 @@ use crate::error::{ErrorCode, SqsError, SqsResult};
 pub const MAX_MOVE_RATE: i64 = 500;
 /// Finished tasks remembered per source queue (ListMessageMoveTasks shows up to 10).
 pub const TASK_HISTORY: usize = 10;
-/// How long a message being moved is hidden in the DLQ; a crash mid-move makes it visible again.
-const MOVE_LEASE: Duration = Duration::from_secs(60);
 
 pub struct MoveTask {
     pub handle: String,
@@ -107,8 +107,17 @@ impl MoveTask {
     }
 }
 
+/// Where a task's messages go.
+pub enum Destination {
+    /// The queue DestinationArn named.
+    Queue(Arc<Queue>),
+    /// Each message back to the queue it was redriven from; messages without a recorded source
+    /// (sent straight to the DLQ) go to the fallback, the DLQ's only source queue if it has one.
+    Sources { fallback: Option<Arc<Queue>> },
+}
+
 /// Run `task` to completion, cancellation or failure.
-pub async fn run(task: Arc<MoveTask>, source: Arc<Queue>, destination: Arc<Queue>, clock: Arc<dyn Clock>) {
+pub async fn run(task: Arc<MoveTask>, source: Arc<Queue>, destination: Destination, clock: Arc<dyn Clock>) {
     let result = move_all(&task, &source, &destination, clock).await;
     match result {
         Ok(()) if task.cancel.load(Ordering::SeqCst) => task.finish("CANCELLED", None),
@@ -120,10 +129,9 @@ pub async fn run(task: Arc<MoveTask>, source: Arc<Queue>, destination: Arc<Queue
 async fn move_all(
     task: &MoveTask,
     source: &Queue,
-    destination: &Queue,
+    destination: &Destination,
     clock: Arc<dyn Clock>,
 ) -> SqsResult<()> {
-    let fifo_destination = destination.kind() == QueueKind::Fifo;
     let started = clock.now_ms();
     loop {
         if task.cancel.load(Ordering::SeqCst) {
@@ -143,29 +151,16 @@ async fn move_all(
             }
             None => 10,
         };
-        let got = source.try_receive(batch, MOVE_LEASE.as_millis() as u64)?;
-        if got.is_empty() {
+        let moved = match destination {
+            Destination::Queue(q) => source.move_to(q, batch)?,
+            Destination::Sources { fallback } => source.move_to_sources(fallback.as_deref(), batch)?,
+        };
+        if moved == 0 {
             return Ok(());
         }
-        for d in got {
-            let msg = Message {
-                body: d.message.body.clone(),
-                headers: d.message.headers.clone(),
-                properties: Properties { persistent: true, ..d.message.properties.clone() },
-                ..Message::default()
-            };
-            let opts = SendOptions {
-                delay: None,
-                group_id: d.group_id.clone(),
-                dedup_id: if fifo_destination { d.dedup_id.clone() } else { None },
-                system_attributes: d.system_attributes.clone(),
-            };
-            let sent = destination.send(msg, opts)?;
-            sent.durable.wait().await.map_err(SqsError::internal)?;
-            let settled = source.delete(d.receipt)?;
-            settled.durable.wait().await.map_err(SqsError::internal)?;
-            task.moved.fetch_add(1, Ordering::SeqCst);
-        }
+        task.moved.fetch_add(moved as u64, Ordering::SeqCst);
+        // A move is synchronous: give the runtime back between batches.
+        tokio::task::yield_now().await;
     }
 }
 

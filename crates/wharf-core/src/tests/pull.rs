@@ -580,3 +580,122 @@ async fn a_returned_message_is_still_swept_when_it_expires() {
     let s = q.stats();
     assert_eq!((s.ready, s.expired_total), (0, 2));
 }
+
+#[tokio::test]
+async fn move_to_keeps_ids_sent_time_and_attributes() {
+    let env = env();
+    let src = env.queue("src", QueueSettings::durable());
+    let dest = env.queue("dest", QueueSettings { retention_ms: 60_000, ..QueueSettings::durable() });
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let mut m = msg(&i.to_string());
+        m.headers.insert("i".into(), HeaderValue::I32(i));
+        let opts = SendOptions {
+            system_attributes: [("SenderId".to_string(), "me".to_string())].into(),
+            ..SendOptions::default()
+        };
+        sent.push(src.send(m, opts).expect("send"));
+        env.advance(10_000);
+    }
+    assert!(matches!(src.move_to(&src, 10), Err(CoreError::InvalidArgument(_))));
+    assert_eq!(src.move_to(&dest, 3).expect("move"), 3);
+    assert_eq!((src.stats().ready, src.stats().in_flight, dest.stats().ready), (2, 0, 3));
+    assert_eq!(src.move_to(&dest, 10).expect("move"), 2);
+    assert_eq!(src.move_to(&dest, 10).expect("nothing left"), 0);
+    let got = recv(&dest, 10).await;
+    assert_eq!(bodies(&got), ["0", "1", "2", "3", "4"]);
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!(d.message_id, sent[i].message_id);
+        assert_eq!(d.sent_ms, T0 + 10_000 * i as u64);
+        assert_eq!(d.message.headers.get("i"), Some(&HeaderValue::I32(i as i32)));
+        assert_eq!(d.system_attributes["SenderId"], "me");
+        assert_eq!(d.receive_count, 1);
+    }
+    // Retention counts from the original sent time: 71 s after the first send, the first two
+    // are past dest's 60 s.
+    env.advance(21_000);
+    for d in &got {
+        dest.change_visibility(d.receipt, Duration::ZERO).expect("release");
+    }
+    assert_eq!(bodies(&recv(&dest, 10).await), ["2", "3", "4"]);
+    // Durable before settled: after a restart the messages are in dest only.
+    let env2 = env.reopen();
+    assert_eq!(env2.vhost().queue("src").expect("src").stats().messages(), 0);
+    assert_eq!(env2.vhost().queue("dest").expect("dest").stats().messages(), 3);
+}
+
+#[tokio::test]
+async fn move_to_a_refusing_queue_keeps_messages_in_place() {
+    let env = env();
+    let src = env.queue("src", QueueSettings::durable());
+    let full = env.queue(
+        "full",
+        QueueSettings { max_length: Some(1), overflow: Overflow::RejectPublish, ..QueueSettings::durable() },
+    );
+    for b in ["a", "b", "c"] {
+        send(&src, b);
+    }
+    // One fits; the refusal stops the move and the rest stay, in order, never received.
+    assert_eq!(src.move_to(&full, 10).expect("partial move"), 1);
+    assert!(matches!(src.move_to(&full, 10), Err(CoreError::QueueFull(_))));
+    assert_eq!((src.stats().ready, src.stats().in_flight), (2, 0));
+    let left = recv(&src, 10).await;
+    assert_eq!(bodies(&left), ["b", "c"]);
+    assert!(left.iter().all(|d| d.receive_count == 1 && !d.redelivered));
+}
+
+#[tokio::test]
+async fn move_to_keeps_fifo_order() {
+    let env = env();
+    let src = env.queue("src.fifo", QueueSettings::fifo());
+    let dest = env.queue("dest.fifo", QueueSettings::fifo());
+    for (g, b) in [("g1", "a"), ("g2", "b"), ("g1", "c"), ("g2", "d")] {
+        let opts =
+            SendOptions { group_id: Some(g.into()), dedup_id: Some(b.into()), ..SendOptions::default() };
+        src.send(msg(b), opts).expect("send");
+    }
+    assert_eq!(src.move_to(&dest, 10).expect("move"), 4);
+    let got = recv(&dest, 10).await;
+    let group = |g: &str| -> Vec<String> {
+        got.iter().filter(|d| d.group_id.as_deref() == Some(g)).map(body).collect()
+    };
+    assert_eq!((group("g1"), group("g2")), (vec!["a".to_string(), "c".into()], vec!["b".into(), "d".into()]));
+    assert!(got.iter().all(|d| d.dedup_id.is_some()));
+}
+
+#[tokio::test]
+async fn move_to_sources_sends_each_message_home() {
+    let env = env();
+    env.queue("dlq", QueueSettings::durable());
+    let redrive = QueueSettings {
+        durable: true,
+        redrive: Some(RedrivePolicy { dead_letter_queue: "dlq".into(), max_receive_count: 1 }),
+        ..QueueSettings::default()
+    };
+    let a = env.queue("a", redrive.clone());
+    let b = env.queue("b", redrive);
+    send(&a, "from a");
+    send(&b, "from b");
+    for q in [&a, &b] {
+        recv_vis(q, 1, 0).await;
+        env.advance(1);
+        assert!(recv(q, 1).await.is_empty());
+    }
+    let dlq = env.vhost().queue("dlq").expect("dlq");
+    send(&dlq, "no source");
+    // Without a fallback the sourceless message stops the move, after the others went home.
+    assert_eq!(dlq.move_to_sources(None, 10).expect("move"), 2);
+    assert!(matches!(dlq.move_to_sources(None, 10), Err(CoreError::InvalidArgument(_))));
+    assert_eq!(dlq.stats().ready, 1);
+    assert_eq!(dlq.move_to_sources(Some(&a), 10).expect("fallback"), 1);
+    let home_a = recv(&a, 10).await;
+    assert_eq!(bodies(&home_a), ["from a", "no source"]);
+    assert!(home_a.iter().all(|d| d.dead_letter_source.is_none()), "no longer a dead letter");
+    assert_eq!(bodies(&recv_vis(&b, 10, 0).await), ["from b"]);
+    // A source queue that is gone: the message stays in the DLQ.
+    env.advance(1);
+    assert!(recv(&b, 1).await.is_empty(), "redriven again");
+    env.vhost().delete_queue("b", false, false).expect("delete b");
+    assert!(matches!(dlq.move_to_sources(None, 10), Err(CoreError::NotFound { .. })));
+    assert_eq!(dlq.stats().ready, 1);
+}
