@@ -19,6 +19,9 @@ use wharf_store::Store;
 use crate::config::{ServeArgs, Settings, Storage};
 use crate::observe::ServerState;
 
+/// How long requests in flight get to finish at shutdown before long polls are cut short.
+const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let settings = Settings::resolve(args)?;
@@ -107,10 +110,19 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     state.set_status(HealthStatus::Stopping);
     let _ = stop_tx.send(true);
     // Listeners stop accepting and finish the requests in flight before the engine stops.
-    for (name, task) in [("SQS", sqs_task), ("admin", admin_task)] {
-        if let Ok(Err(err)) = task.await {
-            tracing::warn!("{name} listener: {err}");
+    let listeners_done = async {
+        for (name, task) in [("SQS", sqs_task), ("admin", admin_task)] {
+            if let Ok(Err(err)) = task.await {
+                tracing::warn!("{name} listener: {err}");
+            }
         }
+    };
+    tokio::pin!(listeners_done);
+    if tokio::time::timeout(IN_FLIGHT_GRACE, &mut listeners_done).await.is_err() {
+        // What is still open after the grace is long polls (up to 20 s): stopping the engine
+        // answers them with no messages now instead of making a restart wait for them.
+        broker.shutdown();
+        listeners_done.await;
     }
     broker.shutdown();
     background.abort();
