@@ -25,7 +25,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{Map, Value};
-use tokio::net::TcpListener;
 use wharf_core::Broker;
 
 pub use actions::{queue_name_from_url, valid_queue_name, ACTIONS};
@@ -66,13 +65,18 @@ impl Default for SqsConfig {
     }
 }
 
-/// Serve the SQS API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
+/// Serve the SQS API on `listener` (a `TcpListener`, or any axum listener such as one that
+/// counts connections) until `shutdown` resolves.
+pub async fn serve<L>(
+    listener: L,
     broker: Arc<Broker>,
     config: SqsConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(broker, config)).with_graceful_shutdown(shutdown).await
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod connections;
 pub mod observe;
 pub mod process;
 pub mod serve;

@@ -15,6 +15,7 @@ use wharf_core::{Broker, BrokerConfig};
 use wharf_store::Store;
 
 use crate::config::Settings;
+use crate::connections::ConnectionGauge;
 
 /// Open the engine on a store: loads definitions and recovers every queue.
 pub fn open_broker(store: Arc<dyn Store>) -> anyhow::Result<Arc<Broker>> {
@@ -73,11 +74,26 @@ pub struct ServerState {
     broker: OnceLock<Arc<Broker>>,
     status: Mutex<HealthStatus>,
     started: Instant,
+    /// Open connections per protocol front end that is listening.
+    connections: Mutex<Vec<(&'static str, ConnectionGauge)>>,
 }
 
 impl ServerState {
     pub fn new(store: Arc<dyn Store>, started: Instant) -> Self {
-        ServerState { store, broker: OnceLock::new(), status: Mutex::new(HealthStatus::Starting), started }
+        ServerState {
+            store,
+            broker: OnceLock::new(),
+            status: Mutex::new(HealthStatus::Starting),
+            started,
+            connections: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The open-connection gauge of `protocol`, reported on /metrics from now on.
+    pub fn connections(&self, protocol: &'static str) -> ConnectionGauge {
+        let gauge = ConnectionGauge::default();
+        self.connections.lock().push((protocol, gauge.clone()));
+        gauge
     }
 
     pub fn set_broker(&self, broker: Arc<Broker>) {
@@ -135,8 +151,12 @@ impl Observe for ServerState {
         let stats = self.store.stats();
         Snapshot {
             queues,
-            // No protocol front end is built yet; each one adds its open-connection gauge here.
-            connections: Vec::new(),
+            connections: self
+                .connections
+                .lock()
+                .iter()
+                .map(|(protocol, gauge)| (*protocol, gauge.load(std::sync::atomic::Ordering::Relaxed)))
+                .collect(),
             store: StoreSample {
                 persistent: self.store.is_persistent(),
                 bytes_on_disk: stats.bytes_on_disk,

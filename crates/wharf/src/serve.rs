@@ -17,6 +17,7 @@ use wharf_store::memory::MemoryStore;
 use wharf_store::Store;
 
 use crate::config::{ServeArgs, Settings, Storage};
+use crate::connections::CountedListener;
 use crate::observe::ServerState;
 
 /// How long requests in flight get to finish at shutdown before long polls are cut short.
@@ -95,15 +96,16 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     let background = tokio::spawn(broker.clone().run());
     // Clients that connected during recovery waited in the listen backlog; served from now on.
     let sqs_task = tokio::spawn(wharf_sqs::serve(
-        http_listener,
+        CountedListener::new(http_listener, state.connections("sqs")),
         broker.clone(),
         settings.sqs.clone(),
         wait_for_stop(stop_rx.clone()),
     ));
 
     let listeners = Listeners { admin: admin_addr, http: http_addr };
-    print_startup_block(&settings, store.as_ref(), &listeners, &broker, recovery, started);
+    // Ready before the block says so: whoever reads "ready in" may ask /health at once.
     state.set_status(HealthStatus::Ready);
+    print_startup_block(&settings, store.as_ref(), &listeners, &broker, recovery, started);
 
     stop_signal.await;
     tracing::info!("shutting down: no new work accepted; finishing what is in flight");

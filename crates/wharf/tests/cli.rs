@@ -30,6 +30,19 @@ fn assert_fails_with_one_line(output: &Output, needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Connections are counted by the server's accept loop, a moment after the client connects.
+fn wait_for_metric(server: &ServerProcess, sample: &str, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = server.metric(sample).unwrap();
+        if got == Some(want) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{sample} is {got:?}, expected {want}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn startup_block_health_metrics_and_clean_shutdown() {
     let data = tempfile::tempdir().unwrap();
@@ -66,6 +79,14 @@ fn startup_block_health_metrics_and_clean_shutdown() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
     }
+
+    // Open SQS connections are counted while they are open.
+    let sqs_connections = "wharf_connections{protocol=\"sqs\"}";
+    assert_eq!(server.metric(sqs_connections).unwrap(), Some(0.0));
+    let clients: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(server.http).unwrap()).collect();
+    wait_for_metric(&server, sqs_connections, 3.0);
+    drop(clients);
+    wait_for_metric(&server, sqs_connections, 0.0);
 
     let status = server.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
