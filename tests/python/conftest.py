@@ -7,9 +7,11 @@ its only argument. Suites that need another shape (a config file with credential
 directory to crash and recover) build their own `Server(...)`.
 """
 
+import hashlib
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -31,6 +33,24 @@ REGION = "us-east-1"
 ACCOUNT = "000000000000"
 NS = "{http://queue.amazonaws.com/doc/2012-11-05/}"
 CREDS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+
+
+def md5_of_attributes(attrs):
+    """AWS's MD5OfMessageAttributes, written independently of the server's (boto3 does not
+    check it, so the suites do)."""
+    h = hashlib.md5()
+    for name in sorted(attrs):
+        a = attrs[name]
+        dt = a["DataType"]
+        h.update(struct.pack(">I", len(name.encode())) + name.encode())
+        h.update(struct.pack(">I", len(dt.encode())) + dt.encode())
+        if "BinaryValue" in a:
+            v = a["BinaryValue"]
+            h.update(b"\x02" + struct.pack(">I", len(v)) + v)
+        else:
+            v = a["StringValue"].encode()
+            h.update(b"\x01" + struct.pack(">I", len(v)) + v)
+    return h.hexdigest()
 
 
 def free_ports(n):

@@ -2,29 +2,13 @@
 delays, attributes and their MD5s, batches, limits, FIFO and dead-letter queues."""
 
 import hashlib
-import struct
 import threading
 import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-
-def md5_of_attributes(attrs):
-    """AWS's MD5OfMessageAttributes, written independently of the server's."""
-    h = hashlib.md5()
-    for name in sorted(attrs):
-        a = attrs[name]
-        dt = a["DataType"]
-        h.update(struct.pack(">I", len(name.encode())) + name.encode())
-        h.update(struct.pack(">I", len(dt.encode())) + dt.encode())
-        if "BinaryValue" in a:
-            v = a["BinaryValue"]
-            h.update(b"\x02" + struct.pack(">I", len(v)) + v)
-        else:
-            v = a["StringValue"].encode()
-            h.update(b"\x01" + struct.pack(">I", len(v)) + v)
-    return h.hexdigest()
+from conftest import md5_of_attributes
 
 
 def code(exc_info):
