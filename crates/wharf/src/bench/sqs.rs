@@ -86,22 +86,15 @@ pub fn run(args: SqsArgs) -> anyhow::Result<()> {
 /// One endpoint's measured window.
 struct Report {
     measured: Duration,
-    /// Messages that completed send → receive → delete in the window.
-    messages: u64,
-    sends: Vec<u32>,
-    receives: Vec<u32>,
-    deletes: Vec<u32>,
-    empty_receives: u64,
-    errors: u64,
-    first_error: Option<String>,
-    reconnects: u64,
+    /// Every worker's figures added up.
+    totals: WorkerResult,
     /// CPU seconds (user + system) this process used in the window.
     tool_cpu: f64,
 }
 
 impl Report {
     fn messages_per_second(&self) -> f64 {
-        self.messages as f64 / self.measured.as_secs_f64()
+        self.totals.messages as f64 / self.measured.as_secs_f64()
     }
 }
 
@@ -247,6 +240,20 @@ impl WorkerResult {
         self.errors += 1;
         self.first_error.get_or_insert(what);
     }
+
+    /// Add another worker's figures to these.
+    fn absorb(&mut self, other: WorkerResult) {
+        self.messages += other.messages;
+        self.sends.extend(other.sends);
+        self.receives.extend(other.receives);
+        self.deletes.extend(other.deletes);
+        self.empty_receives += other.empty_receives;
+        self.errors += other.errors;
+        self.reconnects += other.reconnects;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
 }
 
 async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
@@ -300,31 +307,11 @@ async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
     let measured = window_started.elapsed();
     stop.store(true, Ordering::Relaxed);
 
-    let mut report = Report {
-        measured,
-        messages: 0,
-        sends: Vec::new(),
-        receives: Vec::new(),
-        deletes: Vec::new(),
-        empty_receives: 0,
-        errors: 0,
-        first_error: None,
-        reconnects: 0,
-        tool_cpu,
-    };
+    let mut totals = WorkerResult::default();
     for worker in workers {
-        let result = worker.await.context("worker panicked")?;
-        report.messages += result.messages;
-        report.sends.extend(result.sends);
-        report.receives.extend(result.receives);
-        report.deletes.extend(result.deletes);
-        report.empty_receives += result.empty_receives;
-        report.errors += result.errors;
-        report.reconnects += result.reconnects;
-        if report.first_error.is_none() {
-            report.first_error = result.first_error;
-        }
+        totals.absorb(worker.await.context("worker panicked")?);
     }
+    let report = Report { measured, totals, tool_cpu };
     // Leave nothing behind on a durable server.
     let _ = control.call("DeleteQueue", Bytes::from(json!({ "QueueUrl": queue_url }).to_string())).await;
     Ok(report)
@@ -502,9 +489,9 @@ fn print_table(args: &SqsArgs, reports: &mut [(String, String, Report)]) {
                 .iter_mut()
                 .map(|(_, _, r)| {
                     let samples = match pick {
-                        0 => &mut r.sends,
-                        1 => &mut r.receives,
-                        _ => &mut r.deletes,
+                        0 => &mut r.totals.sends,
+                        1 => &mut r.totals.receives,
+                        _ => &mut r.totals.deletes,
                     };
                     match percentiles(samples) {
                         Some((p50, p99, max)) => format!("{p50:.2} / {p99:.2} / {max:.1}"),
@@ -519,7 +506,7 @@ fn print_table(args: &SqsArgs, reports: &mut [(String, String, Report)]) {
         reports
             .iter()
             .map(|(_, _, r)| {
-                let calls = r.sends.len() + r.receives.len() + r.deletes.len();
+                let calls = r.totals.sends.len() + r.totals.receives.len() + r.totals.deletes.len();
                 format!("{:.0}", calls as f64 / r.measured.as_secs_f64())
             })
             .collect(),
@@ -528,7 +515,9 @@ fn print_table(args: &SqsArgs, reports: &mut [(String, String, Report)]) {
         "empty receives / errors / reconnects".into(),
         reports
             .iter()
-            .map(|(_, _, r)| format!("{} / {} / {}", r.empty_receives, r.errors, r.reconnects))
+            .map(|(_, _, r)| {
+                format!("{} / {} / {}", r.totals.empty_receives, r.totals.errors, r.totals.reconnects)
+            })
             .collect(),
     ));
     rows.push((
@@ -566,7 +555,7 @@ fn print_table(args: &SqsArgs, reports: &mut [(String, String, Report)]) {
         println!("{}", line(all).trim_end());
     }
     for (role, endpoint, r) in reports.iter() {
-        if let Some(e) = &r.first_error {
+        if let Some(e) = &r.totals.first_error {
             println!("first error from {role} {endpoint}: {e}");
         }
     }
