@@ -461,7 +461,8 @@ fn second_open_of_a_locked_directory_fails() {
         other => panic!("expected Locked, got {other:?}"),
     }
     drop(store);
-    FileStore::open(tmp.path(), FileStoreOptions::default()).expect("lock released on drop");
+    // `open` waits out a concurrently forked child still holding the lock (see common).
+    let _reopened = open(tmp.path(), 8 << 20);
 }
 
 #[test]

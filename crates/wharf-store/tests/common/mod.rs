@@ -4,14 +4,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wharf_store::file::{FileStore, FileStoreOptions};
-use wharf_store::{FsyncMode, QueueLog, RecordId, RecoveryReport, Store};
+use wharf_store::{FsyncMode, QueueLog, RecordId, RecoveryReport, Store, StoreError};
 
 pub fn options(segment_size: u64) -> FileStoreOptions {
     FileStoreOptions { fsync: FsyncMode::Always, segment_size, ..FileStoreOptions::default() }
 }
 
+/// Open a store, as a reopen after a drop would. Another test in the same binary spawning a
+/// process forks this process's file table, and the child holds a dropped store's lock (its open
+/// file description) until its exec closes it (O_CLOEXEC): wait out that moment.
 pub fn open(dir: &Path, segment_size: u64) -> Arc<FileStore> {
-    FileStore::open(dir, options(segment_size)).expect("open store")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match FileStore::open(dir, options(segment_size)) {
+            Ok(store) => return store,
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(e) => panic!("open store: {e:?}"),
+        }
+    }
 }
 
 /// Open queue `q` and recover it, returning the log, the visited records and the report.
