@@ -151,8 +151,8 @@ def server():
     assert s.proc.returncode in (0, -15), "".join(s.output)
 
 
-@pytest.fixture(scope="module")
-def sqs(server):
+def sqs_client(server):
+    """boto3's SQS client for `server`: no retries, so every error reaches the test."""
     return boto3.client(
         "sqs",
         endpoint_url=server.endpoint,
@@ -160,6 +160,11 @@ def sqs(server):
         config=Config(retries={"max_attempts": 1}, read_timeout=40),
         **CREDS,
     )
+
+
+@pytest.fixture(scope="module")
+def sqs(server):
+    return sqs_client(server)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from conftest import ACCOUNT, REGION, wait_until
+from conftest import ACCOUNT, REGION, Server, sqs_client, wait_until
 
 
 def code(exc_info):
@@ -353,3 +353,33 @@ def test_message_move_task_errors(sqs):
     with pytest.raises(ClientError) as e:
         sqs.cancel_message_move_task(TaskHandle="bm9wZQ==")
     assert code(e) == "ResourceNotFoundException"
+
+
+def test_recreate_delay_60_refuses_a_deleted_name_as_aws_does():
+    server = Server(env={"WHARF_SQS_RECREATE_DELAY": "60"})
+    try:
+        client = sqs_client(server)
+        name = uid()
+        url = client.create_queue(QueueName=name)["QueueUrl"]
+        client.delete_queue(QueueUrl=url)
+        with pytest.raises(ClientError) as e:
+            client.create_queue(QueueName=name)
+        assert code(e) == "AWS.SimpleQueueService.QueueDeletedRecently"
+        assert e.value.response["Error"]["QueryErrorCode"] == "QueueDeletedRecently"
+        assert "wait 60 seconds" in e.value.response["Error"]["Message"]
+        # Only that name is held back, and nothing was left behind under it.
+        with pytest.raises(ClientError) as e:
+            client.get_queue_url(QueueName=name)
+        assert code(e) == "AWS.SimpleQueueService.NonExistentQueue"
+        client.create_queue(QueueName=uid())
+    finally:
+        server.stop()
+
+
+def test_by_default_a_deleted_queue_can_be_created_again_at_once_and_is_empty(sqs):
+    name = uid()
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="old")
+    sqs.delete_queue(QueueUrl=url)
+    assert sqs.create_queue(QueueName=name)["QueueUrl"] == url
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", []) == []

@@ -68,6 +68,8 @@ pub struct Sqs {
     pub(crate) config: SqsConfig,
     /// Queue id → when its last purge started (engine clock, ms).
     purges: Mutex<HashMap<u64, u64>>,
+    /// Queue name → when SQS deleted it (engine clock, ms), kept for `recreate_delay_ms`.
+    deleted: Mutex<HashMap<String, u64>>,
     /// (queue id, ReceiveRequestAttemptId) → the answer given.
     attempts: Mutex<HashMap<(u64, String), Attempt>>,
     /// Source (DLQ) name → its move tasks, newest last.
@@ -163,6 +165,7 @@ impl Sqs {
             broker,
             config,
             purges: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             moves: Mutex::new(HashMap::new()),
         }
@@ -278,6 +281,7 @@ impl Sqs {
         if let Ok(existing) = vhost.queue(name) {
             return self.create_existing(&existing, &attrs, ctx);
         }
+        self.check_not_deleted_recently(name)?;
         let mut settings = if fifo_attr { QueueSettings::fifo() } else { QueueSettings::default() };
         settings.durable = true;
         attributes::apply(&mut settings, &attrs, true)?;
@@ -360,7 +364,31 @@ impl Sqs {
         let q = self.queue(p)?;
         self.vhost()?.delete_queue(q.name(), false, false)?;
         self.purges.lock().remove(&q.id());
+        if self.config.recreate_delay_ms > 0 {
+            let now = self.now_ms();
+            let mut deleted = self.deleted.lock();
+            // Forget what is past the window, so the map holds only recent deletions.
+            deleted.retain(|_, at| now.saturating_sub(*at) < self.config.recreate_delay_ms);
+            deleted.insert(q.name().to_owned(), now);
+        }
         Ok(json!({}))
+    }
+
+    /// AWS refuses to create a queue under a name deleted less than 60 s ago.
+    fn check_not_deleted_recently(&self, name: &str) -> SqsResult<()> {
+        let deleted_at = self.deleted.lock().get(name).copied();
+        match deleted_at {
+            Some(at) if self.now_ms().saturating_sub(at) < self.config.recreate_delay_ms => {
+                Err(SqsError::new(
+                    ErrorCode::QueueDeletedRecently,
+                    format!(
+                        "You must wait {} seconds after deleting a queue before you can create another with the same name.",
+                        self.config.recreate_delay_ms.div_ceil(1000)
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn get_queue_url(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {

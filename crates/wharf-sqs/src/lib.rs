@@ -52,6 +52,10 @@ pub struct SqsConfig {
     /// Empty (the default): any credentials are accepted and signatures are not checked.
     /// Otherwise every request must carry a valid SigV4 signature by one of these keys.
     pub credentials: Credentials,
+    /// How long after DeleteQueue a queue of the same name may not be created again
+    /// (QueueDeletedRecently). AWS waits 60 s; the default is 0 because local test suites
+    /// recreate queues at once (LocalStack makes the same choice).
+    pub recreate_delay_ms: u64,
 }
 
 impl Default for SqsConfig {
@@ -61,6 +65,7 @@ impl Default for SqsConfig {
             region: "us-east-1".to_owned(),
             vhost: wharf_core::DEFAULT_VHOST.to_owned(),
             credentials: Credentials::default(),
+            recreate_delay_ms: 0,
         }
     }
 }

@@ -26,6 +26,8 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:9324";
 pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
+/// An hour: a longer ban on reusing a queue name is surely a typo.
+pub const MAX_RECREATE_DELAY_SECS: u64 = 3600;
 /// `AKID1:secret1,AKID2:secret2`: SQS access keys that may sign requests.
 pub const CREDENTIALS_ENV: &str = "WHARF_CREDENTIALS";
 
@@ -70,6 +72,10 @@ pub struct ServeArgs {
     /// Region in ARNs [default: us-east-1].
     #[arg(long, env = "WHARF_REGION")]
     pub region: Option<String>,
+    /// Seconds after an SQS DeleteQueue before the name may be created again (AWS's
+    /// QueueDeletedRecently rule: 60); 0 lets suites recreate queues at once [default: 0].
+    #[arg(long, env = "WHARF_SQS_RECREATE_DELAY", value_name = "SECONDS")]
+    pub sqs_recreate_delay: Option<u64>,
 }
 
 /// The config file. Unknown keys are errors: a typo must not be silently ignored.
@@ -84,6 +90,7 @@ pub struct ConfigFile {
     pub http: Option<SocketAddr>,
     pub account_id: Option<String>,
     pub region: Option<String>,
+    pub sqs_recreate_delay: Option<u64>,
     /// `[credentials]`: access key id = "secret access key". Any keys at all make SigV4
     /// required on the SQS listener.
     pub credentials: Option<BTreeMap<String, String>>,
@@ -242,7 +249,15 @@ impl Settings {
             Some(text) => parse_credentials_env(&text)?,
             None => check_credentials(file.credentials.unwrap_or_default(), "[credentials]")?,
         };
-        let sqs = SqsConfig { account_id, region, credentials, ..SqsConfig::default() };
+        let defaults = SqsConfig::default();
+        let recreate_delay_ms = match args.sqs_recreate_delay.or(file.sqs_recreate_delay) {
+            Some(seconds) if seconds > MAX_RECREATE_DELAY_SECS => {
+                bail!("sqs recreate delay {seconds} s is above the maximum of {MAX_RECREATE_DELAY_SECS} s")
+            }
+            Some(seconds) => seconds * 1000,
+            None => defaults.recreate_delay_ms,
+        };
+        let sqs = SqsConfig { account_id, region, credentials, recreate_delay_ms, ..defaults };
         // Check declarations now, before anything is opened or bound: a bad file fails fast.
         for queue in &file.queues {
             queue.to_settings()?;
@@ -444,6 +459,17 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("fsinc"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn sqs_recreate_delay_from_file_in_seconds_and_bounded() {
+        assert_eq!(Settings::resolve(ServeArgs::default()).unwrap().sqs.recreate_delay_ms, 0);
+        let file = write("sqs_recreate_delay = 60\n");
+        let args = ServeArgs { config: Some(file.path().into()), ..ServeArgs::default() };
+        assert_eq!(Settings::resolve(args).unwrap().sqs.recreate_delay_ms, 60_000);
+        let args = ServeArgs { sqs_recreate_delay: Some(3601), ..ServeArgs::default() };
+        let err = Settings::resolve(args).unwrap_err().to_string();
+        assert!(err.contains("above the maximum of 3600 s"), "{err}");
     }
 
     #[test]
