@@ -88,8 +88,9 @@ class Server:
         raise RuntimeError("wharf did not start:\n" + "".join(self.output))
 
     def _start(self):
-        http_port, admin_port = free_ports(2)
+        http_port, admin_port, amqp_port = free_ports(3)
         self.http = f"127.0.0.1:{http_port}"
+        self.amqp_port = amqp_port
         only = os.environ.get("WHARF_SQS_ONLY_BIN")
         if only:
             cmd = [only, self.http]
@@ -97,6 +98,7 @@ class Server:
             binary = os.environ.get("WHARF_BIN") or str(ROOT / "target" / "debug" / "wharf")
             admin = f"127.0.0.1:{admin_port}"
             cmd = [binary, "serve", *self.storage, "--http", self.http, "--admin", admin]
+            cmd += ["--amqp", f"127.0.0.1:{amqp_port}"]
             if self.config:
                 cmd += ["--config", str(self.config)]
         env = {k: v for k, v in os.environ.items() if k != "WHARF_CREDENTIALS"}

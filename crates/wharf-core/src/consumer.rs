@@ -125,6 +125,12 @@ impl Consumer {
         self.rx.recv().await
     }
 
+    /// Take the stream of events, to read it on a task of its own while this handle stays
+    /// where acks are decided (an AMQP channel). `recv` on this handle then returns None.
+    pub fn take_events(&mut self) -> mpsc::UnboundedReceiver<ConsumerEvent> {
+        std::mem::replace(&mut self.rx, mpsc::unbounded_channel().1)
+    }
+
     /// A delivery already waiting, without blocking.
     pub fn try_recv(&mut self) -> Option<ConsumerEvent> {
         self.rx.try_recv().ok()

@@ -1051,7 +1051,7 @@ impl Queue {
     }
 
     /// Mark used (a redeclare counts, for x-expires).
-    pub(crate) fn touch(&self) {
+    pub fn touch(&self) {
         let now = self.shared.clock.now_ms();
         self.state.lock().last_used_ms = now;
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
+use wharf_amqp::AmqpConfig;
 use wharf_core::settings::{Overflow, QueueKind, QueueSettings, RedrivePolicy};
 use wharf_sqs::{Credentials, SqsConfig};
 use wharf_store::FsyncMode;
@@ -23,6 +24,7 @@ use wharf_store::FsyncMode;
 pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15672";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9324";
+pub const DEFAULT_AMQP: &str = "127.0.0.1:5672";
 pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
@@ -66,6 +68,15 @@ pub struct ServeArgs {
     /// Amazon SQS API listener (AWS JSON 1.0 and Query) [default: 127.0.0.1:9324].
     #[arg(long, env = "WHARF_HTTP", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+    /// AMQP 0-9-1 listener (RabbitMQ's protocol) [default: 127.0.0.1:5672].
+    #[arg(long, env = "WHARF_AMQP", value_name = "ADDR")]
+    pub amqp: Option<SocketAddr>,
+    /// AMQP heartbeat offered to clients, in seconds; 0 disables [default: 60].
+    #[arg(long, env = "WHARF_AMQP_HEARTBEAT", value_name = "SECONDS")]
+    pub amqp_heartbeat: Option<u16>,
+    /// Time an AMQP client has from connecting to connection.open, in ms [default: 10000].
+    #[arg(long, env = "WHARF_AMQP_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
+    pub amqp_handshake_timeout_ms: Option<u64>,
     /// Account id in SQS queue URLs and ARNs [default: 000000000000].
     #[arg(long, env = "WHARF_ACCOUNT_ID", value_name = "ID")]
     pub account_id: Option<String>,
@@ -88,6 +99,9 @@ pub struct ConfigFile {
     pub fsync_interval_ms: Option<u64>,
     pub admin: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    pub amqp: Option<SocketAddr>,
+    pub amqp_heartbeat: Option<u16>,
+    pub amqp_handshake_timeout_ms: Option<u64>,
     pub account_id: Option<String>,
     pub region: Option<String>,
     pub sqs_recreate_delay: Option<u64>,
@@ -189,6 +203,8 @@ pub struct Settings {
     pub storage: Storage,
     pub admin: SocketAddr,
     pub http: SocketAddr,
+    pub amqp: SocketAddr,
+    pub amqp_config: AmqpConfig,
     pub sqs: SqsConfig,
     pub queues: Vec<QueueDecl>,
     pub exchanges: Vec<ExchangeDecl>,
@@ -233,6 +249,19 @@ impl Settings {
             Some(addr) => addr,
             None => DEFAULT_HTTP.parse().context("default HTTP address")?,
         };
+        let amqp = match args.amqp.or(file.amqp) {
+            Some(addr) => addr,
+            None => DEFAULT_AMQP.parse().context("default AMQP address")?,
+        };
+        let mut amqp_config = AmqpConfig::default();
+        if let Some(heartbeat) = args.amqp_heartbeat.or(file.amqp_heartbeat) {
+            amqp_config.heartbeat = heartbeat;
+        }
+        match args.amqp_handshake_timeout_ms.or(file.amqp_handshake_timeout_ms) {
+            Some(0) => bail!("AMQP handshake timeout must be at least 1 ms"),
+            Some(ms) => amqp_config.handshake_timeout = Duration::from_millis(ms),
+            None => {}
+        }
         let account_id = args.account_id.or(file.account_id).unwrap_or_else(|| DEFAULT_ACCOUNT_ID.to_owned());
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
             bail!("account id '{account_id}' must be 12 digits, as AWS account ids are");
@@ -266,6 +295,8 @@ impl Settings {
             storage,
             admin,
             http,
+            amqp,
+            amqp_config,
             sqs,
             queues: file.queues,
             exchanges: file.exchanges,

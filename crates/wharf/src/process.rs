@@ -16,6 +16,8 @@ pub struct ServerProcess {
     pub admin: SocketAddr,
     /// The SQS/SNS HTTP listener.
     pub http: SocketAddr,
+    /// The AMQP listener.
+    pub amqp: SocketAddr,
     /// The start-up block as printed (empty until [`ServerProcess::wait_started`]).
     pub startup_block: String,
     stdout: Option<BufReader<ChildStdout>>,
@@ -33,12 +35,15 @@ impl ServerProcess {
     pub fn spawn(binary: &Path, extra_args: &[&str]) -> anyhow::Result<ServerProcess> {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let amqp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut child = Command::new(binary)
             .arg("serve")
             .arg("--admin")
             .arg(admin.to_string())
             .arg("--http")
             .arg(http.to_string())
+            .arg("--amqp")
+            .arg(amqp.to_string())
             .args(extra_args)
             .env_remove("WHARF_CONFIG")
             .stdin(Stdio::null())
@@ -46,7 +51,7 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let stdout = child.stdout.take().map(BufReader::new);
-        Ok(ServerProcess { child, admin, http, startup_block: String::new(), stdout })
+        Ok(ServerProcess { child, admin, http, amqp, startup_block: String::new(), stdout })
     }
 
     /// Read the start-up block up to its `ready in` line. Fails if the process exits first.

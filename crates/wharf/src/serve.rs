@@ -77,6 +77,8 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let http_listener = bind(settings.http, "SQS").await?;
     let http_addr = http_listener.local_addr()?;
+    let amqp_listener = bind(settings.amqp, "AMQP").await?;
+    let amqp_addr = amqp_listener.local_addr()?;
 
     let state = Arc::new(ServerState::new(store.clone(), started));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -102,7 +104,14 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
         wait_for_stop(stop_rx.clone()),
     ));
 
-    let listeners = Listeners { admin: admin_addr, http: http_addr };
+    let amqp_task = tokio::spawn(wharf_amqp::serve(
+        CountedListener::new(amqp_listener, state.connections("amqp")),
+        broker.clone(),
+        settings.amqp_config.clone(),
+        wait_for_stop(stop_rx.clone()),
+    ));
+
+    let listeners = Listeners { admin: admin_addr, http: http_addr, amqp: amqp_addr };
     // Ready before the block says so: whoever reads "ready in" may ask /health at once.
     state.set_status(HealthStatus::Ready);
     print_startup_block(&settings, store.as_ref(), &listeners, &broker, recovery, started);
@@ -113,7 +122,7 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     // Listeners stop accepting and finish the requests in flight before the engine stops.
     let listeners_done = async {
-        for (name, task) in [("SQS", sqs_task), ("admin", admin_task)] {
+        for (name, task) in [("SQS", sqs_task), ("AMQP", amqp_task), ("admin", admin_task)] {
             if let Ok(Err(err)) = task.await {
                 tracing::warn!("{name} listener: {err}");
             }
@@ -155,6 +164,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 struct Listeners {
     admin: SocketAddr,
     http: SocketAddr,
+    amqp: SocketAddr,
 }
 
 fn print_startup_block(
@@ -184,6 +194,7 @@ fn print_startup_block(
          \x20 data directory  {data}\n\
          \x20 durability      {durability}\n\
          \x20 sqs             http://{http}  (Amazon SQS: AWS JSON 1.0 and Query; account {account}; {sqs_auth})\n\
+         \x20 amqp            amqp://{amqp}  (AMQP 0-9-1, RabbitMQ clients; user guest from loopback)\n\
          \x20 admin           http://{admin}  (/health, /metrics)\n\
          \x20 recovered       {queues} queues, {messages} messages in {recovery_ms} ms\n\
          ready in {ready_ms} ms\n",
@@ -191,6 +202,7 @@ fn print_startup_block(
         http = listeners.http,
         account = settings.sqs.account_id,
         admin = listeners.admin,
+        amqp = listeners.amqp,
         recovery_ms = recovery.as_millis(),
         ready_ms = started.elapsed().as_millis(),
     );

@@ -56,8 +56,9 @@ fn startup_block_health_metrics_and_clean_shutdown() {
     assert!(block.contains(&format!("admin           http://{}", server.admin)), "{block}");
     assert!(block.contains(&format!("sqs             http://{}", server.http)), "{block}");
     assert!(block.contains("account 000000000000"), "{block}");
+    assert!(block.contains(&format!("amqp            amqp://{}", server.amqp)), "{block}");
     // Front ends that are not built yet must not appear.
-    for absent in ["amqp", "stomp", "mqtt"] {
+    for absent in ["stomp", "mqtt"] {
         assert!(!block.to_lowercase().contains(absent), "{absent} in {block}");
     }
 
@@ -157,7 +158,7 @@ fn bad_flag_is_one_line_and_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert_fails_with_one_line(&output, "--no-such-flag");
     // Front ends that do not exist yet have no flag.
-    for flag in ["--amqp", "--stomp", "--mqtt"] {
+    for flag in ["--stomp", "--mqtt"] {
         assert_fails_with_one_line(&run(&["serve", flag, "127.0.0.1:5672"]), flag);
     }
     assert_fails_with_one_line(&run(&["serve", "--account-id", "12"]), "12 digits");
@@ -200,6 +201,9 @@ fn occupied_port_is_one_line() {
     assert_fails_with_one_line(&output, &format!("cannot listen on {addr} for admin"));
     let output = run(&["serve", "--data-dir", dir, "--admin", &free, "--http", &addr]);
     assert_fails_with_one_line(&output, &format!("cannot listen on {addr} for SQS"));
+    let free2 = format!("127.0.0.1:{}", free_port().unwrap());
+    let output = run(&["serve", "--data-dir", dir, "--admin", &free, "--http", &free2, "--amqp", &addr]);
+    assert_fails_with_one_line(&output, &format!("cannot listen on {addr} for AMQP"));
 }
 
 #[test]
