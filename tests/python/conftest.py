@@ -96,7 +96,7 @@ class Server:
             cmd = [only, self.http]
         else:
             binary = os.environ.get("WHARF_BIN") or str(ROOT / "target" / "debug" / "wharf")
-            admin = f"127.0.0.1:{admin_port}"
+            admin = self.admin = f"127.0.0.1:{admin_port}"
             cmd = [binary, "serve", *self.storage, "--http", self.http, "--admin", admin]
             cmd += ["--amqp", f"127.0.0.1:{amqp_port}"]
             if self.config:

@@ -864,10 +864,11 @@ fn is_quorum(settings: &QueueSettings) -> bool {
     settings.attributes.get(QUEUE_TYPE_ATTRIBUTE).is_some_and(|t| t == "quorum")
 }
 
-/// Quorum queues count redeliveries in `x-delivery-count` (absent on the first delivery).
+/// Quorum queues count earlier deliveries in `x-delivery-count` (0 on the first, as RabbitMQ
+/// 3.x sends it).
 fn delivery_count(quorum: bool, delivery: &Delivery) -> Option<(&'static str, HeaderValue)> {
-    (quorum && delivery.receive_count > 1)
-        .then(|| ("x-delivery-count", HeaderValue::I64(i64::from(delivery.receive_count - 1))))
+    let earlier = delivery.receive_count.saturating_sub(1);
+    quorum.then(|| ("x-delivery-count", HeaderValue::I64(i64::from(earlier))))
 }
 
 fn check_default_exchange(name: &str) -> MethodResult {

@@ -228,7 +228,7 @@ fn close_frame(e: &AmqpError) -> Vec<u8> {
         0,
         AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
             reply_code: e.code,
-            reply_text: e.text.as_str().into(),
+            reply_text: e.reply_text().into(),
             class_id: e.class_id,
             method_id: e.method_id,
         })),
@@ -613,7 +613,7 @@ impl Connection {
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
                         reply_code: e.code,
-                        reply_text: e.text.as_str().into(),
+                        reply_text: e.reply_text().into(),
                         class_id: e.class_id,
                         method_id: e.method_id,
                     })),

@@ -62,6 +62,16 @@ impl AmqpError {
         AmqpError { scope, code, text, class_id: 0, method_id: 0 }
     }
 
+    /// The text as a short string can carry it: at most 255 bytes, cut at a character
+    /// boundary (RabbitMQ's longer texts are cut the same way).
+    pub fn reply_text(&self) -> &str {
+        let mut end = self.text.len().min(255);
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &self.text[..end]
+    }
+
     /// Name the method that failed, for channel.close / connection.close.
     pub fn during(mut self, class_id: u16, method_id: u16) -> Self {
         if self.class_id == 0 {
@@ -121,5 +131,7 @@ mod tests {
         let e = AmqpError::from_core(CoreError::ShuttingDown, "/");
         assert_eq!((e.scope, e.code), (Scope::Connection, 320));
         assert_eq!(AmqpError::not_implemented("x").during(60, 110).class_id, 60);
+        let long = AmqpError::precondition("é".repeat(200));
+        assert!(long.reply_text().len() <= 255 && long.text.starts_with(long.reply_text()));
     }
 }
