@@ -10,7 +10,7 @@
 //! - `users`: who may log in.
 
 mod channel;
-mod codec;
+pub mod codec;
 mod connection;
 mod convert;
 mod error;

@@ -2,6 +2,7 @@
 //! processes (or through the engine API where no protocol front end exists yet), print what
 //! they measured, and never assert timings: numbers go to docs/BENCHMARKS.md with the command.
 
+pub mod amqp;
 pub mod load;
 pub mod sqs;
 mod startup;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// SQS JSON 1.0 over keep-alive HTTP/1.1: SendMessage -> ReceiveMessage -> DeleteMessage
     /// loops (or their batch forms) against wharf and a peer endpoint with the same settings.
     Sqs(sqs::SqsArgs),
+    /// AMQP 0-9-1 with pipelined raw frames: transient, durable-with-confirms and fan-out
+    /// scenarios against wharf and a peer broker (RabbitMQ) in the same run.
+    Amqp(amqp::AmqpArgs),
 }
 
 #[derive(Args, Debug)]
@@ -94,6 +98,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Recovery(args) => startup::recovery(args),
         BenchCommand::Load(args) => load::run(args),
         BenchCommand::Sqs(args) => sqs::run(args),
+        BenchCommand::Amqp(args) => amqp::run(args),
     }
 }
 

@@ -442,12 +442,12 @@ fn check_batch(body: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn micros(d: Duration) -> u32 {
+pub(super) fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 /// User + system CPU seconds of this process so far.
-fn own_cpu_seconds() -> f64 {
+pub(super) fn own_cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the struct we pass; a zeroed rusage is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF with a valid pointer to an rusage struct.
@@ -459,7 +459,7 @@ fn own_cpu_seconds() -> f64 {
 }
 
 /// p50 / p99 / max of a latency sample, in milliseconds.
-fn percentiles(samples: &mut [u32]) -> Option<(f64, f64, f64)> {
+pub(super) fn percentiles(samples: &mut [u32]) -> Option<(f64, f64, f64)> {
     if samples.is_empty() {
         return None;
     }
