@@ -19,6 +19,7 @@ use crate::codec;
 use crate::connection::{AfterDurable, Ctx, DurableJob, Event};
 use crate::convert::{self, QueueArguments, QueueType};
 use crate::error::AmqpError;
+use crate::users::{Permission, Resource};
 
 /// `x-queue-type` as kept in a queue's attributes.
 const QUEUE_TYPE_ATTRIBUTE: &str = "x-queue-type";
@@ -220,13 +221,14 @@ impl Channel {
     ) -> MethodResult {
         let message = convert::message_from_publish(&properties, body).map_err(AmqpError::precondition)?;
         if let Some(user_id) = &message.properties.user_id {
-            if *user_id != ctx.user {
+            if user_id != ctx.user.name() {
                 return Err(AmqpError::precondition(format!(
                     "user_id property set to '{user_id}' but authenticated user was '{}'",
-                    ctx.user
+                    ctx.user.name()
                 )));
             }
         }
+        ctx.check(Permission::Write, Resource::Exchange, publish.exchange.as_str())?;
         let outgoing = Outgoing {
             exchange: publish.exchange.as_str().to_owned(),
             routing_key: publish.routing_key.as_str().to_owned(),
@@ -365,6 +367,7 @@ impl Channel {
 
     fn consume(&mut self, ctx: &mut Ctx, consume: basic::Consume) -> MethodResult {
         let queue = self.lookup_queue(ctx, consume.queue.as_str())?;
+        ctx.check(Permission::Read, Resource::Queue, queue.name())?;
         let tag: Arc<str> = if consume.consumer_tag.as_str().is_empty() {
             format!("amq.ctag-{}", uuid::Uuid::new_v4().simple()).into()
         } else {
@@ -435,6 +438,7 @@ impl Channel {
 
     fn get(&mut self, ctx: &mut Ctx, get: basic::Get) -> MethodResult {
         let queue = self.lookup_queue(ctx, get.queue.as_str())?;
+        ctx.check(Permission::Read, Resource::Queue, queue.name())?;
         let Some(delivery) = queue.get(get.no_ack).map_err(Self::core(ctx))? else {
             self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})));
             return Ok(());
@@ -682,6 +686,7 @@ impl Channel {
                             "operation not permitted on the default exchange",
                         ));
                     }
+                    ctx.check(Permission::Configure, Resource::Exchange, name)?;
                     let kind: ExchangeKind = d.kind.as_str().parse().map_err(|_| {
                         AmqpError::command_invalid(format!("unknown exchange type '{}'", d.kind.as_str()))
                     })?;
@@ -713,6 +718,7 @@ impl Channel {
                 if name.is_empty() {
                     return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
                 }
+                ctx.check(Permission::Configure, Resource::Exchange, name)?;
                 match vhost.delete_exchange(name, d.if_unused) {
                     // Deleting what is not there succeeds, as in RabbitMQ.
                     Ok(()) | Err(CoreError::NotFound { .. }) => {}
@@ -729,12 +735,16 @@ impl Channel {
             M::Bind(b) => {
                 let args = convert::table_from_amqp(&b.arguments);
                 let (dest, src) = (b.destination.as_str(), b.source.as_str());
+                ctx.check(Permission::Write, Resource::Exchange, dest)?;
+                ctx.check(Permission::Read, Resource::Exchange, src)?;
                 vhost.bind_exchange(dest, src, b.routing_key.as_str(), args).map_err(Self::core(ctx))?;
                 (M::BindOk(exchange::BindOk {}), b.nowait)
             }
             M::Unbind(u) => {
                 let args = convert::table_from_amqp(&u.arguments);
                 let (dest, src) = (u.destination.as_str(), u.source.as_str());
+                ctx.check(Permission::Write, Resource::Exchange, dest)?;
+                ctx.check(Permission::Read, Resource::Exchange, src)?;
                 match vhost.unbind_exchange(dest, src, u.routing_key.as_str(), args) {
                     Ok(_) | Err(CoreError::NotFound { kind: ObjectKind::Binding, .. }) => {}
                     Err(e) => return Err(Self::core(ctx)(e)),
@@ -759,6 +769,8 @@ impl Channel {
             M::Bind(b) => {
                 let q = self.lookup_queue(ctx, b.queue.as_str())?;
                 check_default_exchange(b.exchange.as_str())?;
+                ctx.check(Permission::Write, Resource::Queue, q.name())?;
+                ctx.check(Permission::Read, Resource::Exchange, b.exchange.as_str())?;
                 let args = convert::table_from_amqp(&b.arguments);
                 vhost
                     .bind_queue(b.exchange.as_str(), q.name(), b.routing_key.as_str(), args)
@@ -771,6 +783,8 @@ impl Channel {
             M::Unbind(u) => {
                 let q = self.lookup_queue(ctx, u.queue.as_str())?;
                 check_default_exchange(u.exchange.as_str())?;
+                ctx.check(Permission::Write, Resource::Queue, q.name())?;
+                ctx.check(Permission::Read, Resource::Exchange, u.exchange.as_str())?;
                 let args = convert::table_from_amqp(&u.arguments);
                 match vhost.unbind_queue(u.exchange.as_str(), q.name(), u.routing_key.as_str(), args) {
                     Ok(_) | Err(CoreError::NotFound { kind: ObjectKind::Binding, .. }) => {}
@@ -781,6 +795,7 @@ impl Channel {
             }
             M::Purge(p) => {
                 let q = self.lookup_queue(ctx, p.queue.as_str())?;
+                ctx.check(Permission::Read, Resource::Queue, q.name())?;
                 let purged = q.purge().map_err(Self::core(ctx))?;
                 if !p.nowait {
                     let message_count = u32::try_from(purged).unwrap_or(u32::MAX);
@@ -790,6 +805,7 @@ impl Channel {
             }
             M::Delete(d) => {
                 let name = self.queue_name(d.queue.as_str())?;
+                ctx.check(Permission::Configure, Resource::Queue, &name)?;
                 let deleted = match vhost.queue_for(&name, Some(ctx.connection_id)) {
                     // Deleting what is not there succeeds, as in RabbitMQ.
                     Err(CoreError::NotFound { .. }) => 0,
@@ -828,6 +844,9 @@ impl Channel {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{requested}' contains reserved prefix 'amq.*'"
             )));
+        }
+        if !requested.is_empty() {
+            ctx.check(Permission::Configure, Resource::Queue, requested)?;
         }
         let args = QueueArguments::parse(&d.arguments, requested, vhost.name())?;
         let wanted = queue_settings(ctx, &d, &args)?;

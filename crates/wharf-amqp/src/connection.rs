@@ -22,6 +22,7 @@ use wharf_store::Durable;
 use crate::channel::Channel;
 use crate::codec::{self, RawFrame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE};
 use crate::error::{AmqpError, Scope};
+use crate::users::{Permission, Resource, User};
 use crate::Shared;
 
 /// Things that happen off the read path and come back to the connection loop: deliveries
@@ -52,7 +53,7 @@ pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
     pub vhost: Arc<VHost>,
     pub connection_id: u64,
-    pub user: String,
+    pub user: Arc<User>,
     pub frame_max: u32,
     /// Pending output; handed to the writer after each batch of work.
     pub out: Vec<u8>,
@@ -65,6 +66,11 @@ pub(crate) struct Ctx {
 impl Ctx {
     pub fn method(&mut self, channel: u16, method: AMQPClass) {
         codec::write_method(&mut self.out, channel, method);
+    }
+
+    /// The user's permission for `name` in this connection's vhost (403 ACCESS_REFUSED).
+    pub fn check(&self, permission: Permission, kind: Resource, name: &str) -> Result<(), AmqpError> {
+        self.user.check(self.vhost.name(), permission, kind, name).map_err(AmqpError::access_refused)
     }
 }
 
@@ -110,7 +116,7 @@ where
             return;
         }
     };
-    info!(%peer, user = %session.user, vhost = %session.vhost.name(), "AMQP connection open");
+    info!(%peer, user = %session.user.name(), vhost = %session.vhost.name(), "AMQP connection open");
 
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
@@ -238,7 +244,7 @@ fn close_frame(e: &AmqpError) -> Vec<u8> {
 
 struct Session {
     vhost: Arc<VHost>,
-    user: String,
+    user: Arc<User>,
     frame_max: u32,
     channel_max: u16,
     heartbeat: u16,
@@ -387,19 +393,22 @@ async fn handshake<R: AsyncRead + Unpin>(
     };
     let mechanism = start_ok.mechanism.as_str().to_owned();
     let (user, password) = credentials(&mechanism, start_ok.response.as_bytes()).map_err(Refused::Error)?;
-    if let Err(reason) = config.users.authenticate(&user, &password, peer.ip()) {
-        info!(%peer, %user, "AMQP login refused: {reason}");
-        let e = AmqpError::access_refused(format!(
+    let user = match config.users.authenticate(&user, &password, peer.ip()) {
+        Ok(user) => user,
+        Err(reason) => {
+            info!(%peer, %user, "AMQP login refused: {reason}");
+            let e = AmqpError::access_refused(format!(
             "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
         ));
-        // Clients that do not announce authentication_failure_close expect the socket to just
-        // close (the 0-9-1 way); the others get the reason.
-        return Err(if capability("authentication_failure_close") {
-            Refused::Error(e)
-        } else {
-            Refused::Silently
-        });
-    }
+            // Clients that do not announce authentication_failure_close expect the socket to just
+            // close (the 0-9-1 way); the others get the reason.
+            return Err(if capability("authentication_failure_close") {
+                Refused::Error(e)
+            } else {
+                Refused::Silently
+            });
+        }
+    };
     send(connection::AMQPMethod::Tune(connection::Tune {
         channel_max: config.channel_max,
         frame_max: config.frame_max,
@@ -441,6 +450,12 @@ async fn handshake<R: AsyncRead + Unpin>(
         .broker
         .vhost(vhost_name)
         .map_err(|_| Refused::Error(AmqpError::not_allowed(format!("vhost {vhost_name} not found"))))?;
+    if !user.may_open_vhost(vhost_name) {
+        return Err(Refused::Error(AmqpError::not_allowed(format!(
+            "access to vhost '{vhost_name}' refused for user '{}'",
+            user.name()
+        ))));
+    }
     send(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
     Ok(Session {
         vhost,

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use wharf_core::Broker;
 
 pub use error::{AmqpError, Scope};
-pub use users::Users;
+pub use users::{hash_password, Permission, PermissionSpec, Resource, User, UserSpec, Users};
 
 /// Limits and defaults of the AMQP listener; each is documented in the crate README.
 #[derive(Clone, Debug)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
-use wharf_amqp::AmqpConfig;
+use wharf_amqp::{AmqpConfig, PermissionSpec, UserSpec, Users};
 use wharf_core::settings::{Overflow, QueueKind, QueueSettings, RedrivePolicy};
 use wharf_sqs::{Credentials, SqsConfig};
 use wharf_store::FsyncMode;
@@ -114,6 +114,45 @@ pub struct ConfigFile {
     pub exchanges: Vec<ExchangeDecl>,
     #[serde(default, rename = "binding")]
     pub bindings: Vec<BindingDecl>,
+    /// `[[vhost]]`: vhosts that exist from start (`/` always does).
+    #[serde(default, rename = "vhost")]
+    pub vhosts: Vec<VhostDecl>,
+    /// `[[user]]`: AMQP users. Any at all replace the built-in guest/guest.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserDecl>,
+    /// `[[permission]]`: what a user may do in a vhost.
+    #[serde(default, rename = "permission")]
+    pub permissions: Vec<PermissionDecl>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostDecl {
+    pub name: String,
+}
+
+/// `[[user]]`: `password` (plain text in the file) or `password_hash` (RabbitMQ's SHA-256
+/// form, as `wharf hash-password` or `rabbitmqctl export_definitions` print it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDecl {
+    pub name: String,
+    pub password: Option<String>,
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `[[permission]]`: regular expressions over resource names, as in RabbitMQ; "" allows nothing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionDecl {
+    pub user: String,
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
 }
 
 /// `[[queue]]`: a queue that exists from start. Durations are in seconds unless the name says
@@ -209,6 +248,7 @@ pub struct Settings {
     pub queues: Vec<QueueDecl>,
     pub exchanges: Vec<ExchangeDecl>,
     pub bindings: Vec<BindingDecl>,
+    pub vhosts: Vec<String>,
 }
 
 impl Settings {
@@ -254,6 +294,23 @@ impl Settings {
             None => DEFAULT_AMQP.parse().context("default AMQP address")?,
         };
         let mut amqp_config = AmqpConfig::default();
+        if !file.users.is_empty() || !file.permissions.is_empty() {
+            let users = file.users.iter().map(|u| UserSpec {
+                name: u.name.clone(),
+                password: u.password.clone(),
+                password_hash: u.password_hash.clone(),
+                tags: u.tags.clone(),
+            });
+            let permissions = file.permissions.iter().map(|p| PermissionSpec {
+                user: p.user.clone(),
+                vhost: p.vhost.clone(),
+                configure: p.configure.clone(),
+                write: p.write.clone(),
+                read: p.read.clone(),
+            });
+            amqp_config.users = Users::new(users.collect(), permissions.collect())
+                .map_err(|e| anyhow::anyhow!("config file: {e}"))?;
+        }
         if let Some(heartbeat) = args.amqp_heartbeat.or(file.amqp_heartbeat) {
             amqp_config.heartbeat = heartbeat;
         }
@@ -301,6 +358,7 @@ impl Settings {
             queues: file.queues,
             exchanges: file.exchanges,
             bindings: file.bindings,
+            vhosts: file.vhosts.into_iter().map(|v| v.name).collect(),
         })
     }
 }

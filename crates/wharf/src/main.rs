@@ -19,6 +19,22 @@ enum Command {
     /// Benchmark programs (load over real sockets or through the engine; see docs/BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a RabbitMQ-compatible SHA-256 hash of a password, for `password_hash` in
+    /// `[[user]]` (reads the password from standard input when none is given).
+    HashPassword { password: Option<String> },
+}
+
+fn hash_password(password: Option<String>) -> anyhow::Result<()> {
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    println!("{}", wharf_amqp::hash_password(&password, rand::random()));
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -46,6 +62,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(command) => bench::run(command),
+        Command::HashPassword { password } => hash_password(password),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

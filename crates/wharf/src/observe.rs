@@ -25,6 +25,9 @@ pub fn open_broker(store: Arc<dyn Store>) -> anyhow::Result<Arc<Broker>> {
 /// Declare the config file's queues, then exchanges, then bindings (so order in the file does
 /// not matter). Idempotent; a mismatch with what exists is an error naming the object.
 pub fn declare_from_config(broker: &Broker, settings: &Settings) -> anyhow::Result<()> {
+    for name in &settings.vhosts {
+        vhost(broker, name)?;
+    }
     for decl in &settings.queues {
         let vhost = vhost(broker, &decl.vhost)?;
         vhost

@@ -189,12 +189,17 @@ fn print_startup_block(
         1 => "SigV4 required (1 access key)".to_owned(),
         n => format!("SigV4 required ({n} access keys)"),
     };
+    let amqp_users = match settings.amqp_config.users.len() {
+        _ if settings.amqp_config.users.is_guest_only() => "user guest from loopback only".to_owned(),
+        1 => "1 user".to_owned(),
+        n => format!("{n} users"),
+    };
     let block = format!(
         "wharf {version}\n\
          \x20 data directory  {data}\n\
          \x20 durability      {durability}\n\
          \x20 sqs             http://{http}  (Amazon SQS: AWS JSON 1.0 and Query; account {account}; {sqs_auth})\n\
-         \x20 amqp            amqp://{amqp}  (AMQP 0-9-1, RabbitMQ clients; user guest from loopback)\n\
+         \x20 amqp            amqp://{amqp}  (AMQP 0-9-1, RabbitMQ clients; {amqp_users})\n\
          \x20 admin           http://{admin}  (/health, /metrics)\n\
          \x20 recovered       {queues} queues, {messages} messages in {recovery_ms} ms\n\
          ready in {ready_ms} ms\n",
