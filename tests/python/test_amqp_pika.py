@@ -463,3 +463,50 @@ def test_connections_are_counted_in_metrics(server):
 
     assert wait_until(lambda: amqp_connections() >= 1, timeout=5)
     c.close()
+
+
+def closed_within(ch, queue, seconds):
+    """Round trips until the broker closes the channel; its ChannelClosedByBroker."""
+    deadline = time.monotonic() + seconds
+    with pytest.raises(ChannelClosedByBroker) as e:
+        while time.monotonic() < deadline:
+            time.sleep(0.1)  # not BlockingConnection.sleep: the close must surface in a call
+            ch.queue_declare(queue, passive=True)
+    return e.value
+
+
+def test_unacked_delivery_past_the_queue_consumer_timeout_closes_the_channel(conn):
+    ch = conn.channel()
+    q = uid()
+    ch.queue_declare(q, arguments={"x-consumer-timeout": 300})
+    ch.basic_publish("", q, b"held")
+    ch.basic_consume(q, lambda *a: None)  # never acks
+    closed = closed_within(ch, q, 5)
+    assert closed.reply_code == 406
+    assert closed.reply_text.startswith(
+        "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout value used: 300 ms"
+    )
+    # The message went back to the queue for someone else.
+    assert conn.channel().basic_get(q, auto_ack=True)[2] == b"held"
+
+
+def test_server_consumer_timeout_setting_and_acked_deliveries_are_fine():
+    server = Server(env={"WHARF_AMQP_CONSUMER_TIMEOUT_MS": "400"})
+    try:
+        c = connect(server)
+        ch = c.channel()
+        q = uid()
+        ch.queue_declare(q)
+        ch.basic_publish("", q, b"acked in time")
+        method, _, _ = ch.basic_get(q)
+        ch.basic_ack(method.delivery_tag)
+        time.sleep(1.5)
+        ch.queue_declare(q, passive=True)  # nothing unacked: no timeout
+        ch.basic_publish("", q, b"not acked")
+        ch.basic_get(q)
+        closed = closed_within(ch, q, 5)
+        assert closed.reply_code == 406
+        assert "Timeout value used: 400 ms" in closed.reply_text
+        c.close()
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
@@ -24,6 +25,7 @@ use crate::users::{Permission, Resource};
 /// `x-queue-type` as kept in a queue's attributes.
 const QUEUE_TYPE_ATTRIBUTE: &str = "x-queue-type";
 const QUEUE_MODE_ATTRIBUTE: &str = "x-queue-mode";
+const CONSUMER_TIMEOUT_ATTRIBUTE: &str = "x-consumer-timeout";
 
 /// A basic.publish waiting for its content.
 struct Pending {
@@ -49,6 +51,8 @@ struct ConsumerEntry {
     forwarder: JoinHandle<()>,
     no_ack: bool,
     quorum: bool,
+    /// How long its deliveries may stay unacked.
+    timeout: Option<Duration>,
     /// basic.cancel seen: no more deliveries, but its unacked leases may still be settled.
     cancelled: bool,
 }
@@ -77,6 +81,8 @@ pub(crate) struct Channel {
     pending: Option<Pending>,
     next_delivery_tag: u64,
     unacked: BTreeMap<u64, Lease>,
+    /// Delivery tag → when its consumer timeout runs out, and the timeout (for the message).
+    deadlines: BTreeMap<u64, (Instant, Duration)>,
     consumers: HashMap<Arc<str>, ConsumerEntry>,
     /// basic.qos global=false: the prefetch of consumers created from now on.
     prefetch: u32,
@@ -100,6 +106,7 @@ impl Channel {
             pending: None,
             next_delivery_tag: 1,
             unacked: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
             consumers: HashMap::new(),
             prefetch: 0,
             credit: None,
@@ -420,10 +427,12 @@ impl Channel {
                 }
             }
         });
-        let quorum = is_quorum(&queue.settings());
+        let settings = queue.settings();
+        let quorum = is_quorum(&settings);
+        let timeout = consumer_timeout(ctx, &settings);
         self.consumers.insert(
             tag.clone(),
-            ConsumerEntry { consumer, forwarder, no_ack: consume.no_ack, quorum, cancelled: false },
+            ConsumerEntry { consumer, forwarder, no_ack: consume.no_ack, quorum, timeout, cancelled: false },
         );
         if !consume.nowait {
             self.reply(
@@ -460,6 +469,9 @@ impl Channel {
         let props = convert::properties_for_delivery(&delivery.message, extra);
         codec::write_content(&mut ctx.out, self.id, props, &delivery.message.body, ctx.frame_max);
         if !get.no_ack {
+            if let Some(timeout) = consumer_timeout(ctx, &queue.settings()) {
+                self.deadlines.insert(tag, (Instant::now() + timeout, timeout));
+            }
             self.unacked.insert(tag, Lease::Get { queue, receipt: delivery.receipt });
         }
         Ok(())
@@ -560,6 +572,9 @@ impl Channel {
                 );
                 codec::write_content(&mut ctx.out, self.id, props, &delivery.message.body, ctx.frame_max);
                 if !entry.no_ack {
+                    if let Some(timeout) = entry.timeout {
+                        self.deadlines.insert(tag, (Instant::now() + timeout, timeout));
+                    }
                     self.unacked
                         .insert(tag, Lease::Consumer { tag: consumer_tag, receipt: delivery.receipt });
                 }
@@ -595,6 +610,21 @@ impl Channel {
             Event::Durable { then: AfterDurable::CommitOk, .. } => {
                 self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
             }
+        }
+    }
+
+    /// 406, as RabbitMQ's consumer timeout, when a delivery stayed unacked past its deadline.
+    pub fn check_consumer_timeout(&mut self, now: Instant) -> MethodResult {
+        let unacked = &self.unacked;
+        self.deadlines.retain(|tag, _| unacked.contains_key(tag));
+        match self.deadlines.values().find(|(deadline, _)| *deadline <= now) {
+            Some((_, timeout)) => Err(AmqpError::precondition(format!(
+                "delivery acknowledgement on channel {} timed out. Timeout value used: {} ms. This timeout \
+                 value can be configured, see consumers doc guide to learn more",
+                self.id,
+                timeout.as_millis()
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -879,6 +909,15 @@ impl Channel {
     }
 }
 
+/// The queue's `x-consumer-timeout` (0: none), else the server's.
+fn consumer_timeout(ctx: &Ctx, settings: &QueueSettings) -> Option<Duration> {
+    match settings.attributes.get(CONSUMER_TIMEOUT_ATTRIBUTE).and_then(|v| v.parse::<u64>().ok()) {
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+        None => ctx.shared.config.consumer_timeout,
+    }
+}
+
 fn is_quorum(settings: &QueueSettings) -> bool {
     settings.attributes.get(QUEUE_TYPE_ATTRIBUTE).is_some_and(|t| t == "quorum")
 }
@@ -956,6 +995,9 @@ fn queue_settings(ctx: &Ctx, d: &queue::Declare, args: &QueueArguments) -> Resul
     if let Some(mode) = &args.queue_mode {
         s.attributes.insert(QUEUE_MODE_ATTRIBUTE.into(), mode.clone());
     }
+    if let Some(ms) = args.consumer_timeout_ms {
+        s.attributes.insert(CONSUMER_TIMEOUT_ATTRIBUTE.into(), ms.to_string());
+    }
     Ok(s)
 }
 
@@ -986,7 +1028,9 @@ fn check_equivalent(
         return differ("auto_delete", wanted.auto_delete.to_string(), existing.auto_delete.to_string());
     }
     let queue_type = |s: &QueueSettings| Some(if is_quorum(s) { "quorum" } else { "classic" });
-    let pairs: [(&str, String, String); 12] = [
+    let timeout = |s: &QueueSettings| s.attributes.get(CONSUMER_TIMEOUT_ATTRIBUTE).cloned();
+    let pairs: [(&str, String, String); 13] = [
+        ("x-consumer-timeout", show(&timeout(wanted)), show(&timeout(existing))),
         ("x-message-ttl", show(&wanted.message_ttl_ms), show(&existing.message_ttl_ms)),
         ("x-expires", show(&wanted.expires_ms), show(&existing.expires_ms)),
         ("x-max-length", show(&wanted.max_length), show(&existing.max_length)),

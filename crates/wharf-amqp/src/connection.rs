@@ -144,6 +144,8 @@ where
     let mut ticker =
         tokio::time::interval(if heartbeat.is_zero() { Duration::from_secs(3600) } else { heartbeat / 2 });
     ticker.tick().await;
+    // Consumer timeouts are checked once a second, as RabbitMQ does (roughly).
+    let mut timeouts = tokio::time::interval(Duration::from_secs(1));
     let mut last_read = Instant::now();
     let mut wrote_since_tick = false;
 
@@ -178,6 +180,7 @@ where
                 }
                 wrote_since_tick = false;
             }
+            _ = timeouts.tick(), if conn.closing.is_none() => conn.check_consumer_timeouts(),
             _ = stop.changed(), if conn.closing.is_none() => {
                 let e = AmqpError::connection_forced("broker forced connection closure with reason 'shutdown'");
                 conn.close_connection(e);
@@ -654,6 +657,15 @@ impl Connection {
                     Channel::requeue_orphan(&self.ctx, &d);
                 }
             }
+        }
+    }
+
+    fn check_consumer_timeouts(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            // A channel error closes just that channel; nothing here is a connection error.
+            let _ = self.with_channel(id, |ch, _| ch.check_consumer_timeout(now));
         }
     }
 

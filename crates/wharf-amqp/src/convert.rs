@@ -206,6 +206,9 @@ pub struct QueueArguments {
     pub delivery_limit: Option<u32>,
     /// `x-queue-mode`: `lazy` is what every wharf queue already is (bodies live on disk).
     pub queue_mode: Option<String>,
+    /// `x-consumer-timeout` in ms: this queue's deliveries may stay unacked that long (0: no
+    /// limit), instead of the server's `consumer_timeout`.
+    pub consumer_timeout_ms: Option<u64>,
 }
 
 /// Arguments wharf honours, for the error that lists them.
@@ -222,6 +225,7 @@ pub const QUEUE_ARGUMENTS: &[&str] = &[
     "x-queue-type",
     "x-delivery-limit",
     "x-queue-mode",
+    "x-consumer-timeout",
 ];
 
 impl QueueArguments {
@@ -278,6 +282,7 @@ impl QueueArguments {
                     out.delivery_limit =
                         Some(u32::try_from(non_negative()?).map_err(|_| invalid("too large"))?)
                 }
+                "x-consumer-timeout" => out.consumer_timeout_ms = Some(non_negative()?),
                 "x-queue-mode" => match string()?.as_str() {
                     mode @ ("default" | "lazy") => out.queue_mode = Some(mode.to_owned()),
                     _ => return Err(invalid("must be default or lazy")),

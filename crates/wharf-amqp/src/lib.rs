@@ -42,6 +42,10 @@ pub struct AmqpConfig {
     pub handshake_timeout: Duration,
     /// Largest message body accepted (RabbitMQ 4: 16 MiB).
     pub max_message_size: u32,
+    /// How long a delivery may stay unacked before its channel is closed with 406, as
+    /// RabbitMQ's `consumer_timeout` (default 30 minutes; None: no limit). A queue's
+    /// `x-consumer-timeout` overrides it.
+    pub consumer_timeout: Option<Duration>,
     pub users: Users,
 }
 
@@ -53,6 +57,7 @@ impl Default for AmqpConfig {
             heartbeat: 60,
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
             users: Users::guest_only(),
         }
     }

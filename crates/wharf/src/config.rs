@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Time an AMQP client has from connecting to connection.open, in ms [default: 10000].
     #[arg(long, env = "WHARF_AMQP_HANDSHAKE_TIMEOUT_MS", value_name = "MS")]
     pub amqp_handshake_timeout_ms: Option<u64>,
+    /// How long an AMQP delivery may stay unacked before its channel is closed (406), in ms;
+    /// 0 disables [default: 1800000, 30 minutes].
+    #[arg(long, env = "WHARF_AMQP_CONSUMER_TIMEOUT_MS", value_name = "MS")]
+    pub amqp_consumer_timeout_ms: Option<u64>,
     /// Account id in SQS queue URLs and ARNs [default: 000000000000].
     #[arg(long, env = "WHARF_ACCOUNT_ID", value_name = "ID")]
     pub account_id: Option<String>,
@@ -102,6 +106,7 @@ pub struct ConfigFile {
     pub amqp: Option<SocketAddr>,
     pub amqp_heartbeat: Option<u16>,
     pub amqp_handshake_timeout_ms: Option<u64>,
+    pub amqp_consumer_timeout_ms: Option<u64>,
     pub account_id: Option<String>,
     pub region: Option<String>,
     pub sqs_recreate_delay: Option<u64>,
@@ -294,6 +299,11 @@ impl Settings {
             None => DEFAULT_AMQP.parse().context("default AMQP address")?,
         };
         let mut amqp_config = AmqpConfig::default();
+        match args.amqp_consumer_timeout_ms.or(file.amqp_consumer_timeout_ms) {
+            Some(0) => amqp_config.consumer_timeout = None,
+            Some(ms) => amqp_config.consumer_timeout = Some(Duration::from_millis(ms)),
+            None => {}
+        }
         if !file.users.is_empty() || !file.permissions.is_empty() {
             let users = file.users.iter().map(|u| UserSpec {
                 name: u.name.clone(),
