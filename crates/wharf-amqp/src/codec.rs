@@ -91,7 +91,7 @@ pub fn write_content(
     frame_max: u32,
 ) {
     let header = AMQPContentHeader { class_id: BASIC_CLASS, body_size: body.len() as u64, properties };
-    append(out, &AMQPFrame::Header(channel, BASIC_CLASS, Box::new(header)));
+    append(out, &AMQPFrame::Header(channel, header));
     let chunk = frame_max as usize - FRAME_OVERHEAD;
     for part in body.chunks(chunk) {
         out.push(FRAME_BODY);
