@@ -5,6 +5,7 @@ import threading
 import uuid
 
 import pika
+import pytest
 
 from conftest import Server, sqs_client
 
@@ -120,5 +121,27 @@ def test_confirmed_persistent_messages_and_durable_definitions_survive_kill_9(tm
         ch.basic_publish("orders", "order.after", b"after")
         assert ch.basic_get(durable_q, auto_ack=True)[2] == b"after"
         conn.close()
+    finally:
+        server.stop()
+
+
+def test_shutdown_closes_amqp_connections_with_connection_forced(tmp_path):
+    server = Server(storage=["--data-dir", str(tmp_path / "data")])
+    conn = connect(server)
+    ch = conn.channel()
+    ch.queue_declare("kept", durable=True)
+    ch.confirm_delivery()
+    ch.basic_publish("", "kept", b"durable", pika.BasicProperties(delivery_mode=2))
+    server.proc.terminate()
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        conn.process_data_events(time_limit=10)
+    assert e.value.reply_code == 320
+    assert e.value.reply_text == "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+    assert server.proc.wait(10) == 0
+    server = Server(storage=["--data-dir", str(tmp_path / "data")])
+    try:
+        c = connect(server)
+        assert c.channel().basic_get("kept", auto_ack=True)[2] == b"durable"
+        c.close()
     finally:
         server.stop()
