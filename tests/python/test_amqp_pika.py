@@ -103,6 +103,7 @@ def test_server_named_queue_declare_ok_counts_and_passive(ch):
     declared = ch.queue_declare("", exclusive=True)
     name = declared.method.queue
     assert name.startswith("amq.gen-")
+    ch.confirm_delivery()  # counted once confirmed (RabbitMQ routes publishes asynchronously)
     for i in range(3):
         ch.basic_publish("", name, str(i).encode())
     ok = ch.queue_declare(name, passive=True).method
@@ -332,6 +333,17 @@ def test_exclusive_queue_goes_with_its_connection(server):
         (lambda ch: ch.queue_declare(uid(), arguments={"x-queue-type": "quorum"}), 406, "invalid property 'non-durable'"),
         (lambda ch: ch.basic_ack(99), 406, "PRECONDITION_FAILED - unknown delivery tag 99"),
     ],
+    ids=[
+        "missing-queue",
+        "missing-exchange",
+        "publish-to-missing-exchange",
+        "reserved-queue-name",
+        "bind-to-default-exchange",
+        "unknown-queue-argument",
+        "negative-queue-argument",
+        "non-durable-quorum",
+        "unknown-delivery-tag",
+    ],
 )
 def test_channel_errors_close_the_channel_with_rabbitmq_codes(conn, action, code, text):
     ch = conn.channel()
@@ -377,14 +389,23 @@ def test_quorum_queue_delivery_limit_and_delivery_count(ch):
         },
     )
     ch.basic_publish("", q, b"poison")
+    def get(queue, auto_ack=False):
+        # A quorum queue returns a nacked message asynchronously in RabbitMQ: poll briefly.
+        deadline = time.monotonic() + 3
+        while True:
+            got = ch.basic_get(queue, auto_ack=auto_ack)
+            if got[0] is not None or time.monotonic() > deadline:
+                return got
+            time.sleep(0.05)
+
     counts = []
     for _ in range(3):
-        method, props, _ = ch.basic_get(q)
+        method, props, _ = get(q)
         counts.append(props.headers["x-delivery-count"])
         ch.basic_nack(method.delivery_tag, requeue=True)
     assert counts == [0, 1, 2]
+    _, props, body = get(dlq, auto_ack=True)
     assert ch.basic_get(q) == (None, None, None)
-    _, props, body = ch.basic_get(dlq, auto_ack=True)
     assert body == b"poison"
     assert props.headers["x-death"][0]["reason"] == "delivery_limit"
 
