@@ -765,16 +765,14 @@ impl Channel {
             M::Bind(b) => {
                 let args = convert::table_from_amqp(&b.arguments);
                 let (dest, src) = (b.destination.as_str(), b.source.as_str());
-                ctx.check(Permission::Write, Resource::Exchange, dest)?;
-                ctx.check(Permission::Read, Resource::Exchange, src)?;
+                check_binding(ctx, Resource::Exchange, dest, src)?;
                 vhost.bind_exchange(dest, src, b.routing_key.as_str(), args).map_err(Self::core(ctx))?;
                 (M::BindOk(exchange::BindOk {}), b.nowait)
             }
             M::Unbind(u) => {
                 let args = convert::table_from_amqp(&u.arguments);
                 let (dest, src) = (u.destination.as_str(), u.source.as_str());
-                ctx.check(Permission::Write, Resource::Exchange, dest)?;
-                ctx.check(Permission::Read, Resource::Exchange, src)?;
+                check_binding(ctx, Resource::Exchange, dest, src)?;
                 match vhost.unbind_exchange(dest, src, u.routing_key.as_str(), args) {
                     Ok(_) | Err(CoreError::NotFound { kind: ObjectKind::Binding, .. }) => {}
                     Err(e) => return Err(Self::core(ctx)(e)),
@@ -799,8 +797,7 @@ impl Channel {
             M::Bind(b) => {
                 let q = self.lookup_queue(ctx, b.queue.as_str())?;
                 check_default_exchange(b.exchange.as_str())?;
-                ctx.check(Permission::Write, Resource::Queue, q.name())?;
-                ctx.check(Permission::Read, Resource::Exchange, b.exchange.as_str())?;
+                check_binding(ctx, Resource::Queue, q.name(), b.exchange.as_str())?;
                 let args = convert::table_from_amqp(&b.arguments);
                 vhost
                     .bind_queue(b.exchange.as_str(), q.name(), b.routing_key.as_str(), args)
@@ -813,8 +810,7 @@ impl Channel {
             M::Unbind(u) => {
                 let q = self.lookup_queue(ctx, u.queue.as_str())?;
                 check_default_exchange(u.exchange.as_str())?;
-                ctx.check(Permission::Write, Resource::Queue, q.name())?;
-                ctx.check(Permission::Read, Resource::Exchange, u.exchange.as_str())?;
+                check_binding(ctx, Resource::Queue, q.name(), u.exchange.as_str())?;
                 let args = convert::table_from_amqp(&u.arguments);
                 match vhost.unbind_queue(u.exchange.as_str(), q.name(), u.routing_key.as_str(), args) {
                     Ok(_) | Err(CoreError::NotFound { kind: ObjectKind::Binding, .. }) => {}
@@ -927,6 +923,12 @@ fn is_quorum(settings: &QueueSettings) -> bool {
 fn delivery_count(quorum: bool, delivery: &Delivery) -> Option<(&'static str, HeaderValue)> {
     let earlier = delivery.receive_count.saturating_sub(1);
     quorum.then(|| ("x-delivery-count", HeaderValue::I64(i64::from(earlier))))
+}
+
+/// Binding (or unbinding) needs write on the destination and read on the source exchange.
+fn check_binding(ctx: &Ctx, kind: Resource, destination: &str, source: &str) -> MethodResult {
+    ctx.check(Permission::Write, kind, destination)?;
+    ctx.check(Permission::Read, Resource::Exchange, source)
 }
 
 fn check_default_exchange(name: &str) -> MethodResult {
