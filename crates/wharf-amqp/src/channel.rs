@@ -90,6 +90,8 @@ pub(crate) struct Channel {
     credit: Option<Arc<ChannelCredit>>,
     /// Confirm mode: the sequence number of the next publish.
     next_confirm: Option<u64>,
+    /// Every publish up to this one is durable and not yet acked to the client.
+    ack_upto: Option<u64>,
     transaction: Option<Transaction>,
     /// The queue last declared on this channel: what an empty queue name means.
     last_queue: Option<String>,
@@ -111,6 +113,7 @@ impl Channel {
             prefetch: 0,
             credit: None,
             next_confirm: None,
+            ack_upto: None,
             transaction: None,
             last_queue: None,
         }
@@ -595,21 +598,27 @@ impl Channel {
                     }
                 }
             }
-            Event::Durable { then: AfterDurable::Confirm(seq), ok, .. } => {
-                let method = if ok {
-                    basic::AMQPMethod::Ack(basic::Ack { delivery_tag: seq, multiple: false })
-                } else {
-                    basic::AMQPMethod::Nack(basic::Nack {
-                        delivery_tag: seq,
-                        multiple: false,
-                        requeue: false,
-                    })
-                };
-                self.reply(ctx, AMQPClass::Basic(method));
+            Event::Durable { then: AfterDurable::Confirm(seq), ok: true, .. } => {
+                // Confirms come in publish order: one `multiple` ack covers a whole group
+                // commit (written by `flush_confirms` after the batch of events).
+                self.ack_upto = Some(seq);
+            }
+            Event::Durable { then: AfterDurable::Confirm(seq), ok: false, .. } => {
+                self.flush_confirms(ctx);
+                let nack = basic::Nack { delivery_tag: seq, multiple: false, requeue: false };
+                self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::Nack(nack)));
             }
             Event::Durable { then: AfterDurable::CommitOk, .. } => {
                 self.reply(ctx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
             }
+        }
+    }
+
+    /// Write the publisher acks gathered from the last batch of events as one frame.
+    pub fn flush_confirms(&mut self, ctx: &mut Ctx) {
+        if let Some(tag) = self.ack_upto.take() {
+            let ack = basic::Ack { delivery_tag: tag, multiple: true };
+            self.reply(ctx, AMQPClass::Basic(basic::AMQPMethod::Ack(ack)));
         }
     }
 

@@ -167,6 +167,7 @@ where
                         Err(_) => break,
                     }
                 }
+                conn.flush_confirms();
             }
             _ = ticker.tick() => {
                 if !heartbeat.is_zero() {
@@ -657,6 +658,12 @@ impl Connection {
                     Channel::requeue_orphan(&self.ctx, &d);
                 }
             }
+        }
+    }
+
+    fn flush_confirms(&mut self) {
+        for ch in self.channels.values_mut() {
+            ch.flush_confirms(&mut self.ctx);
         }
     }
 
