@@ -531,3 +531,84 @@ def test_server_consumer_timeout_setting_and_acked_deliveries_are_fine():
         c.close()
     finally:
         server.stop()
+
+
+def test_the_default_and_amq_exchanges_exist_and_are_reserved(ch, conn):
+    for name, kind in [
+        ("amq.direct", "direct"),
+        ("amq.fanout", "fanout"),
+        ("amq.topic", "topic"),
+        ("amq.headers", "headers"),
+        ("amq.match", "headers"),
+    ]:
+        ch.exchange_declare(name, kind, passive=True)
+    q = uid()
+    ch.queue_declare(q)
+    ch.queue_bind(q, "amq.topic", "a.*")
+    ch.basic_publish("amq.topic", "a.b", b"via amq.topic")
+    assert ch.basic_get(q, auto_ack=True)[2] == b"via amq.topic"
+    with pytest.raises(ChannelClosedByBroker) as e:
+        conn.channel().exchange_declare("amq.custom", "direct")
+    assert e.value.reply_code == 403
+
+
+def test_single_active_consumer_gets_everything_until_it_goes(server, ch):
+    q = uid()
+    ch.queue_declare(q, arguments={"x-single-active-consumer": True})
+    first, second = connect(server), connect(server)
+    got = {"first": [], "second": []}
+    c1, c2 = first.channel(), second.channel()
+    c1.basic_consume(q, lambda c, m, p, b: got["first"].append(b), auto_ack=True)
+    c2.basic_consume(q, lambda c, m, p, b: got["second"].append(b), auto_ack=True)
+    for i in range(4):
+        ch.basic_publish("", q, str(i).encode())
+
+    def pump(connection, key, want):
+        deadline = time.monotonic() + 3
+        while len(got[key]) < want and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.05)
+
+    pump(first, "first", 4)
+    second.process_data_events(time_limit=0.2)
+    assert (got["first"], got["second"]) == ([b"0", b"1", b"2", b"3"], [])
+    first.close()
+    ch.basic_publish("", q, b"4")
+    pump(second, "second", 1)
+    assert got["second"] == [b"4"]
+    second.close()
+
+
+def test_global_qos_shares_one_window_across_the_channels_consumers(conn):
+    ch = conn.channel()
+    q1, q2 = uid(), uid()
+    for q in (q1, q2):
+        ch.queue_declare(q)
+        for i in range(3):
+            ch.basic_publish("", q, str(i).encode())
+    ch.basic_qos(prefetch_count=2, global_qos=True)
+    delivered = []
+    ch.basic_consume(q1, lambda c, m, p, b: delivered.append(m))
+    ch.basic_consume(q2, lambda c, m, p, b: delivered.append(m))
+    conn.process_data_events(time_limit=0.3)
+    assert len(delivered) == 2
+
+
+def test_reject_publish_dlx_dead_letters_what_it_refuses(ch):
+    dlq, q = uid("dlq"), uid()
+    ch.queue_declare(dlq)
+    ch.queue_declare(
+        q,
+        arguments={
+            "x-max-length": 1,
+            "x-overflow": "reject-publish-dlx",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": dlq,
+        },
+    )
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"kept")
+    with pytest.raises(NackError):
+        ch.basic_publish("", q, b"over")
+    _, props, body = ch.basic_get(dlq, auto_ack=True)
+    assert body == b"over"
+    assert props.headers["x-death"][0]["reason"] == "maxlen"
