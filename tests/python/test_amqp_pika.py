@@ -373,6 +373,18 @@ def test_redeclare_with_different_arguments_is_406(ch, conn):
     with pytest.raises(ChannelClosedByBroker) as e:
         conn.channel().queue_declare(q, durable=False, arguments={"x-max-length": 10})
     assert "inequivalent arg 'durable'" in e.value.reply_text
+    with pytest.raises(ChannelClosedByBroker) as e:
+        conn.channel().queue_declare(q, durable=True)
+    assert e.value.reply_text.endswith(
+        "inequivalent arg 'x-max-length' for queue '%s' in vhost '/': "
+        "received none but current is the value '10' of type 'signedint'" % q
+    )
+    with pytest.raises(ChannelClosedByBroker) as e:
+        conn.channel().queue_declare(q, durable=True, arguments={"x-max-length": 10, "x-message-ttl": 5})
+    assert e.value.reply_text.endswith(
+        "inequivalent arg 'x-message-ttl' for queue '%s' in vhost '/': "
+        "received the value '5' of type 'signedint' but current is none" % q
+    )
 
 
 def test_quorum_queue_delivery_limit_and_delivery_count(ch):

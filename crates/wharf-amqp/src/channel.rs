@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue, tx, AMQPClass};
-use amq_protocol::types::FieldTable;
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 use wharf_core::{
     ChannelCredit, Consumer, ConsumerEvent, ConsumerOptions, CoreError, Delivery, ExchangeKind,
-    ExchangeSettings, HeaderValue, Message, ObjectKind, PublishOptions, Queue, QueueSettings, Receipt,
+    ExchangeSettings, HeaderValue, Message, ObjectKind, Overflow, PublishOptions, Queue, QueueSettings,
+    Receipt,
 };
 use wharf_store::Durable;
 
@@ -888,7 +888,7 @@ impl Channel {
         if !requested.is_empty() {
             if let Ok(existing) = vhost.queue(requested) {
                 let existing = self.lookup_queue(ctx, existing.name())?;
-                check_equivalent(&existing.settings(), &wanted, &d.arguments, requested, vhost.name())?;
+                check_equivalent(&existing.settings(), &wanted, requested, vhost.name())?;
                 existing.touch();
                 return self.declare_ok(ctx, &existing, d.nowait);
             }
@@ -1013,64 +1013,64 @@ fn queue_settings(ctx: &Ctx, d: &queue::Declare, args: &QueueArguments) -> Resul
 }
 
 /// A redeclare must ask for what the queue is. Only what AMQP can express is compared: a
-/// queue made through SQS has SQS settings an AMQP client cannot name.
+/// queue made through SQS has SQS settings an AMQP client cannot name. Texts as RabbitMQ's.
 fn check_equivalent(
     existing: &QueueSettings,
     wanted: &QueueSettings,
-    _table: &FieldTable,
     name: &str,
     vhost: &str,
 ) -> MethodResult {
-    fn show<T: std::fmt::Debug>(v: &Option<T>) -> String {
-        match v {
-            Some(v) => format!("{v:?}").trim_matches('"').to_owned(),
-            None => "none".to_owned(),
-        }
+    /// An argument as the client would have sent it: (value, AMQP type name), or None.
+    type Arg = Option<(String, &'static str)>;
+    fn int<T: ToString>(v: Option<T>) -> Arg {
+        v.map(|v| (v.to_string(), "signedint"))
     }
-    let differ = |arg: &str, received: String, current: String| {
+    fn text(v: Option<&str>) -> Arg {
+        v.map(|v| (v.to_owned(), "longstr"))
+    }
+    let args = |s: &QueueSettings| -> [(&'static str, Arg); 12] {
+        let overflow = match s.overflow {
+            Overflow::DropHead => None,
+            Overflow::RejectPublish => Some("reject-publish"),
+            Overflow::RejectPublishDlx => Some("reject-publish-dlx"),
+        };
+        [
+            ("x-message-ttl", int(s.message_ttl_ms)),
+            ("x-expires", int(s.expires_ms)),
+            ("x-max-length", int(s.max_length)),
+            ("x-max-length-bytes", int(s.max_length_bytes)),
+            ("x-overflow", text(overflow)),
+            ("x-dead-letter-exchange", text(s.dead_letter_exchange.as_deref())),
+            ("x-dead-letter-routing-key", text(s.dead_letter_routing_key.as_deref())),
+            ("x-max-priority", int(s.max_priority)),
+            ("x-single-active-consumer", s.single_active_consumer.then(|| ("true".to_owned(), "bool"))),
+            ("x-queue-type", text(is_quorum(s).then_some("quorum"))),
+            ("x-delivery-limit", int(s.delivery_limit)),
+            ("x-consumer-timeout", int(s.attributes.get(CONSUMER_TIMEOUT_ATTRIBUTE))),
+        ]
+    };
+    let refuse = |arg: &str, how: String| {
         Err(AmqpError::precondition(format!(
-            "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
+            "inequivalent arg '{arg}' for queue '{name}' in vhost '{vhost}': {how}"
         )))
     };
-    if existing.durable != wanted.durable {
-        return differ("durable", wanted.durable.to_string(), existing.durable.to_string());
-    }
-    if existing.auto_delete != wanted.auto_delete {
-        return differ("auto_delete", wanted.auto_delete.to_string(), existing.auto_delete.to_string());
-    }
-    let queue_type = |s: &QueueSettings| Some(if is_quorum(s) { "quorum" } else { "classic" });
-    let timeout = |s: &QueueSettings| s.attributes.get(CONSUMER_TIMEOUT_ATTRIBUTE).cloned();
-    let pairs: [(&str, String, String); 13] = [
-        ("x-consumer-timeout", show(&timeout(wanted)), show(&timeout(existing))),
-        ("x-message-ttl", show(&wanted.message_ttl_ms), show(&existing.message_ttl_ms)),
-        ("x-expires", show(&wanted.expires_ms), show(&existing.expires_ms)),
-        ("x-max-length", show(&wanted.max_length), show(&existing.max_length)),
-        ("x-max-length-bytes", show(&wanted.max_length_bytes), show(&existing.max_length_bytes)),
-        ("x-overflow", show(&Some(wanted.overflow)), show(&Some(existing.overflow))),
-        ("x-dead-letter-exchange", show(&wanted.dead_letter_exchange), show(&existing.dead_letter_exchange)),
-        (
-            "x-dead-letter-routing-key",
-            show(&wanted.dead_letter_routing_key),
-            show(&existing.dead_letter_routing_key),
-        ),
-        ("x-max-priority", show(&wanted.max_priority), show(&existing.max_priority)),
-        (
-            "x-single-active-consumer",
-            wanted.single_active_consumer.to_string(),
-            existing.single_active_consumer.to_string(),
-        ),
-        ("x-queue-type", show(&queue_type(wanted)), show(&queue_type(existing))),
-        ("x-delivery-limit", show(&wanted.delivery_limit), show(&existing.delivery_limit)),
-        (
-            "exclusive",
-            wanted.exclusive_owner.is_some().to_string(),
-            existing.exclusive_owner.is_some().to_string(),
-        ),
-    ];
-    for (arg, received, current) in pairs {
-        if received != current {
-            return differ(arg, received, current);
+    for (arg, wanted, existing) in [
+        ("durable", wanted.durable, existing.durable),
+        ("auto_delete", wanted.auto_delete, existing.auto_delete),
+        ("exclusive", wanted.exclusive_owner.is_some(), existing.exclusive_owner.is_some()),
+    ] {
+        if wanted != existing {
+            return refuse(arg, format!("received '{wanted}' but current is '{existing}'"));
         }
+    }
+    for ((arg, received), (_, current)) in args(wanted).into_iter().zip(args(existing)) {
+        let how = match (received, current) {
+            (Some((r, _)), Some((c, _))) if r != c => format!("received '{r}' but current is '{c}'"),
+            (Some((r, t)), None) => format!("received the value '{r}' of type '{t}' but current is none"),
+            (None, Some((c, t))) => format!("received none but current is the value '{c}' of type '{t}'"),
+            _ => continue,
+        };
+        return refuse(arg, how);
     }
     Ok(())
 }
