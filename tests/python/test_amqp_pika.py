@@ -45,6 +45,17 @@ def closed_with(exc_info):
     return exc_info.value.reply_code, exc_info.value.reply_text
 
 
+def get_eventually(ch, queue, auto_ack=False, seconds=3):
+    """basic.get until a message is there: dead-lettering and requeueing are asynchronous in
+    RabbitMQ (the differential suite runs these scenarios against it too)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = ch.basic_get(queue, auto_ack=auto_ack)
+        if got[0] is not None or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
 def drain(ch, queue, timeout=0.5):
     """Every message a consumer gets until the queue is quiet, acked."""
     got = []
@@ -144,10 +155,10 @@ def test_nack_requeue_redelivers_and_reject_dead_letters_with_x_death(ch):
     ch.basic_publish("", q, b"job")
     method, _, _ = ch.basic_get(q)
     ch.basic_nack(method.delivery_tag, requeue=True)
-    method, _, _ = ch.basic_get(q)
+    method, _, _ = get_eventually(ch, q)
     assert method.redelivered
     ch.basic_reject(method.delivery_tag, requeue=False)
-    method, props, body = ch.basic_get(dlq, auto_ack=True)
+    method, props, body = get_eventually(ch, dlq, auto_ack=True)
     assert body == b"job"
     death = props.headers["x-death"][0]
     assert death["reason"] == "rejected"
@@ -401,22 +412,13 @@ def test_quorum_queue_delivery_limit_and_delivery_count(ch):
         },
     )
     ch.basic_publish("", q, b"poison")
-    def get(queue, auto_ack=False):
-        # A quorum queue returns a nacked message asynchronously in RabbitMQ: poll briefly.
-        deadline = time.monotonic() + 3
-        while True:
-            got = ch.basic_get(queue, auto_ack=auto_ack)
-            if got[0] is not None or time.monotonic() > deadline:
-                return got
-            time.sleep(0.05)
-
     counts = []
     for _ in range(3):
-        method, props, _ = get(q)
+        method, props, _ = get_eventually(ch, q)
         counts.append(props.headers["x-delivery-count"])
         ch.basic_nack(method.delivery_tag, requeue=True)
     assert counts == [0, 1, 2]
-    _, props, body = get(dlq, auto_ack=True)
+    _, props, body = get_eventually(ch, dlq, auto_ack=True)
     assert ch.basic_get(q) == (None, None, None)
     assert body == b"poison"
     assert props.headers["x-death"][0]["reason"] == "delivery_limit"
@@ -621,6 +623,6 @@ def test_reject_publish_dlx_dead_letters_what_it_refuses(ch):
     ch.basic_publish("", q, b"kept")
     with pytest.raises(NackError):
         ch.basic_publish("", q, b"over")
-    _, props, body = ch.basic_get(dlq, auto_ack=True)
+    _, props, body = get_eventually(ch, dlq, auto_ack=True)
     assert body == b"over"
     assert props.headers["x-death"][0]["reason"] == "maxlen"
