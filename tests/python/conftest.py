@@ -98,7 +98,11 @@ class Server:
             binary = os.environ.get("WHARF_BIN") or str(ROOT / "target" / "debug" / "wharf")
             admin = self.admin = f"127.0.0.1:{admin_port}"
             cmd = [binary, "serve", *self.storage, "--http", self.http, "--admin", admin]
-            cmd += ["--amqp", f"127.0.0.1:{amqp_port}"]
+            if "WHARF_AMQP" in self.env:
+                # The caller chose the AMQP address (an address other than loopback, say).
+                self.amqp_port = int(self.env["WHARF_AMQP"].rsplit(":", 1)[1])
+            else:
+                cmd += ["--amqp", f"127.0.0.1:{amqp_port}"]
             if self.config:
                 cmd += ["--config", str(self.config)]
         env = {k: v for k, v in os.environ.items() if k != "WHARF_CREDENTIALS"}

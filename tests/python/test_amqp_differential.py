@@ -77,7 +77,7 @@ def server():
         HOME=home,
         RABBITMQ_NODE_PORT=str(port),
         RABBITMQ_DIST_PORT=str(dist),
-        RABBITMQ_NODENAME=f"wharfdiff{os.getpid()}@localhost",
+        RABBITMQ_NODENAME=f"wharfpika{os.getpid()}@localhost",
         RABBITMQ_MNESIA_BASE=os.path.join(home, "mnesia"),
         RABBITMQ_LOG_BASE=os.path.join(home, "log"),
         RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(home, "enabled_plugins"),
