@@ -145,3 +145,17 @@ def test_shutdown_closes_amqp_connections_with_connection_forced(tmp_path):
         c.close()
     finally:
         server.stop()
+
+
+def test_sqs_attribute_names_longer_than_a_short_string_still_reach_amqp(server, sqs):
+    name = uid()
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    long_name = "a" * 256  # SQS allows 256 characters; an AMQP table key holds 255 bytes
+    sqs.send_message(
+        QueueUrl=url, MessageBody="long", MessageAttributes={long_name: {"DataType": "String", "StringValue": "v"}}
+    )
+    conn = connect(server)
+    method, props, body = conn.channel().basic_get(name, auto_ack=True)
+    conn.close()
+    assert body == b"long"
+    assert props.headers == {"a" * 255: "v"}

@@ -281,8 +281,8 @@ impl Channel {
                     AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                         reply_code: 312,
                         reply_text: "NO_ROUTE".into(),
-                        exchange: out.exchange.as_str().into(),
-                        routing_key: out.routing_key.as_str().into(),
+                        exchange: convert::short(&out.exchange),
+                        routing_key: convert::short(&out.routing_key),
                     })),
                 );
                 let props = convert::properties_for_delivery(&message, None);
@@ -463,8 +463,8 @@ impl Channel {
             AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                 delivery_tag: tag,
                 redelivered: delivery.redelivered,
-                exchange: delivery.message.exchange.as_str().into(),
-                routing_key: delivery.message.routing_key.as_str().into(),
+                exchange: convert::short(&delivery.message.exchange),
+                routing_key: convert::short(&delivery.message.routing_key),
                 message_count: u32::try_from(remaining).unwrap_or(u32::MAX),
             })),
         );
@@ -565,8 +565,8 @@ impl Channel {
                         consumer_tag: (&*consumer_tag).into(),
                         delivery_tag: tag,
                         redelivered: delivery.redelivered,
-                        exchange: delivery.message.exchange.as_str().into(),
-                        routing_key: delivery.message.routing_key.as_str().into(),
+                        exchange: convert::short(&delivery.message.exchange),
+                        routing_key: convert::short(&delivery.message.routing_key),
                     })),
                 );
                 let props = convert::properties_for_delivery(

@@ -76,13 +76,29 @@ pub fn value_to_amqp(value: &HeaderValue) -> AMQPValue {
 pub fn table_to_amqp(headers: &Headers) -> FieldTable {
     let mut table = FieldTable::default();
     for (k, v) in headers {
-        table.insert(ShortString::from(k.as_str()), value_to_amqp(v));
+        table.insert(short(k), value_to_amqp(v));
     }
     table
 }
 
-fn short(s: &Option<ShortString>) -> Option<String> {
+fn owned(s: &Option<ShortString>) -> Option<String> {
     s.as_ref().map(|s| s.as_str().to_owned())
+}
+
+/// A short string holds at most 255 bytes. Values that came from AMQP always fit; values other
+/// protocols stored (an SQS attribute name may have 256 characters) are cut at a character
+/// boundary rather than making the frame unwritable.
+pub fn short(s: &str) -> ShortString {
+    ShortString::from(fit_short(s))
+}
+
+/// `s` cut to at most 255 bytes at a character boundary.
+pub fn fit_short(s: &str) -> &str {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A published message: body, headers and properties as the engine keeps them.
@@ -94,18 +110,18 @@ pub fn message_from_publish(props: &AMQPProperties, body: Bytes) -> Result<Messa
         ),
     };
     let properties = Properties {
-        content_type: short(props.content_type()),
-        content_encoding: short(props.content_encoding()),
+        content_type: owned(props.content_type()),
+        content_encoding: owned(props.content_encoding()),
         persistent: *props.delivery_mode() == Some(2),
         priority: *props.priority(),
-        correlation_id: short(props.correlation_id()),
-        reply_to: short(props.reply_to()),
+        correlation_id: owned(props.correlation_id()),
+        reply_to: owned(props.reply_to()),
         expiration_ms,
-        message_id: short(props.message_id()),
+        message_id: owned(props.message_id()),
         timestamp: *props.timestamp(),
-        kind: short(props.kind()),
-        user_id: short(props.user_id()),
-        app_id: short(props.app_id()),
+        kind: owned(props.kind()),
+        user_id: owned(props.user_id()),
+        app_id: owned(props.app_id()),
     };
     let headers = props.headers().as_ref().map(table_from_amqp).unwrap_or_default();
     Ok(Message { body, headers, properties, exchange: String::new(), routing_key: String::new() })
@@ -117,10 +133,10 @@ pub fn properties_for_delivery(message: &Message, extra: Option<(&str, HeaderVal
     let p = &message.properties;
     let mut out = AMQPProperties::default();
     if let Some(v) = &p.content_type {
-        out = out.with_content_type(v.as_str().into());
+        out = out.with_content_type(short(v));
     }
     if let Some(v) = &p.content_encoding {
-        out = out.with_content_encoding(v.as_str().into());
+        out = out.with_content_encoding(short(v));
     }
     if !message.headers.is_empty() || extra.is_some() {
         let mut table = table_to_amqp(&message.headers);
@@ -134,28 +150,28 @@ pub fn properties_for_delivery(message: &Message, extra: Option<(&str, HeaderVal
         out = out.with_priority(v);
     }
     if let Some(v) = &p.correlation_id {
-        out = out.with_correlation_id(v.as_str().into());
+        out = out.with_correlation_id(short(v));
     }
     if let Some(v) = &p.reply_to {
-        out = out.with_reply_to(v.as_str().into());
+        out = out.with_reply_to(short(v));
     }
     if let Some(v) = p.expiration_ms {
         out = out.with_expiration(v.to_string().into());
     }
     if let Some(v) = &p.message_id {
-        out = out.with_message_id(v.as_str().into());
+        out = out.with_message_id(short(v));
     }
     if let Some(v) = p.timestamp {
         out = out.with_timestamp(v);
     }
     if let Some(v) = &p.kind {
-        out = out.with_type(v.as_str().into());
+        out = out.with_type(short(v));
     }
     if let Some(v) = &p.user_id {
-        out = out.with_user_id(v.as_str().into());
+        out = out.with_user_id(short(v));
     }
     if let Some(v) = &p.app_id {
-        out = out.with_app_id(v.as_str().into());
+        out = out.with_app_id(short(v));
     }
     out
 }
@@ -337,6 +353,21 @@ mod tests {
         assert_eq!(properties_for_delivery(&message, None), props);
         let bad = AMQPProperties::default().with_expiration("soon".into());
         assert!(message_from_publish(&bad, Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn values_other_protocols_stored_are_cut_to_fit_short_strings() {
+        let mut message = Message::new(Bytes::from_static(b"x"));
+        let long_name = "é".repeat(150); // 300 bytes
+        message.headers.insert(long_name.clone(), HeaderValue::Bool(true));
+        message.properties.message_id = Some(long_name.clone());
+        let props = properties_for_delivery(&message, None);
+        let key = props.headers().as_ref().unwrap().inner().keys().next().unwrap().as_str().to_owned();
+        assert!(key.len() <= 255 && long_name.starts_with(&key));
+        assert!(props.message_id().as_ref().unwrap().as_str().len() <= 255);
+        let mut out = Vec::new();
+        crate::codec::write_content(&mut out, 1, props, b"x", 4096);
+        assert!(!out.is_empty());
     }
 
     #[test]

@@ -65,11 +65,7 @@ impl AmqpError {
     /// The text as a short string can carry it: at most 255 bytes, cut at a character
     /// boundary (RabbitMQ's longer texts are cut the same way).
     pub fn reply_text(&self) -> &str {
-        let mut end = self.text.len().min(255);
-        while !self.text.is_char_boundary(end) {
-            end -= 1;
-        }
-        &self.text[..end]
+        crate::convert::fit_short(&self.text)
     }
 
     /// Name the method that failed, for channel.close / connection.close.
