@@ -626,3 +626,38 @@ def test_reject_publish_dlx_dead_letters_what_it_refuses(ch):
     _, props, body = get_eventually(ch, dlq, auto_ack=True)
     assert body == b"over"
     assert props.headers["x-death"][0]["reason"] == "maxlen"
+
+
+def test_publishers_are_blocked_above_the_queued_bytes_watermark_and_unblocked_below():
+    server = Server(env={"WHARF_QUEUED_BYTES_HIGH_WATERMARK": "100000"})
+    try:
+        publisher = connect(server)
+        events = []
+        publisher.add_on_connection_blocked_callback(lambda c, frame: events.append("blocked"))
+        publisher.add_on_connection_unblocked_callback(lambda c, frame: events.append("unblocked"))
+        ch = publisher.channel()
+        q = uid()
+        ch.queue_declare(q)
+        for _ in range(20):
+            ch.basic_publish("", q, b"x" * 10_000)  # 200 kB queued, twice the watermark
+        deadline = time.monotonic() + 5
+        while "blocked" not in events and time.monotonic() < deadline:
+            publisher.process_data_events(time_limit=0.05)
+        assert events == ["blocked"]
+        # While blocked, what the publisher sends is not read: it is not routed yet.
+        ch.basic_publish("", q, b"sent while blocked")
+        consumer = connect(server)
+        cch = consumer.channel()
+        drained = 0
+        while cch.basic_get(q, auto_ack=True)[0] is not None:
+            drained += 1
+        assert drained == 20
+        deadline = time.monotonic() + 5
+        while "unblocked" not in events and time.monotonic() < deadline:
+            publisher.process_data_events(time_limit=0.05)
+        assert events == ["blocked", "unblocked"]
+        assert get_eventually(cch, q, auto_ack=True)[2] == b"sent while blocked"
+        consumer.close()
+        publisher.close()
+    finally:
+        server.stop()

@@ -298,6 +298,7 @@ impl Channel {
         use basic::AMQPMethod as M;
         match method {
             M::Publish(publish) => {
+                ctx.published = true;
                 if publish.immediate {
                     return Err(AmqpError::not_implemented("immediate=true"));
                 }

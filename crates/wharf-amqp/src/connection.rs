@@ -61,6 +61,8 @@ pub(crate) struct Ctx {
     pub durable_jobs: mpsc::UnboundedSender<DurableJob>,
     /// The client understands a server-sent basic.cancel.
     pub cancel_notify: bool,
+    /// This connection has published: the publisher alarm applies to it.
+    pub published: bool,
 }
 
 impl Ctx {
@@ -132,6 +134,7 @@ where
             events: events_tx,
             durable_jobs: jobs_tx,
             cancel_notify: session.cancel_notify,
+            published: false,
         },
         channel_max: session.channel_max,
         channels: HashMap::new(),
@@ -148,10 +151,15 @@ where
     let mut timeouts = tokio::time::interval(Duration::from_secs(1));
     let mut last_read = Instant::now();
     let mut wrote_since_tick = false;
+    let mut alarm = shared.alarm.clone();
+    // connection.blocked was sent and not yet undone by connection.unblocked.
+    let mut told_blocked = false;
 
     loop {
+        // A publisher under the alarm is not read from: TCP pushes back on it, as RabbitMQ does.
+        let blocked = *alarm.borrow() && conn.ctx.published;
         tokio::select! {
-            read = reader.read_buf(&mut rbuf) => {
+            read = reader.read_buf(&mut rbuf), if !blocked => {
                 match read {
                     Ok(0) | Err(_) => break,
                     Ok(_) => last_read = Instant::now(),
@@ -170,6 +178,10 @@ where
                 conn.flush_confirms();
             }
             _ = ticker.tick() => {
+                if blocked {
+                    // Not reading is our doing: the client is not silent.
+                    last_read = Instant::now();
+                }
                 if !heartbeat.is_zero() {
                     if last_read.elapsed() > heartbeat * 2 {
                         info!(%peer, "missed heartbeats from client, timeout: {}s", heartbeat.as_secs());
@@ -182,6 +194,18 @@ where
                 wrote_since_tick = false;
             }
             _ = timeouts.tick(), if conn.closing.is_none() => conn.check_consumer_timeouts(),
+            Ok(()) = alarm.changed() => {
+                let raised = *alarm.borrow_and_update();
+                if session.blocked_notify && raised != told_blocked {
+                    told_blocked = raised;
+                    let method = if raised {
+                        connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })
+                    } else {
+                        connection::AMQPMethod::Unblocked(connection::Unblocked {})
+                    };
+                    conn.ctx.method(0, AMQPClass::Connection(method));
+                }
+            }
             _ = stop.changed(), if conn.closing.is_none() => {
                 let e = AmqpError::connection_forced("broker forced connection closure with reason 'shutdown'");
                 conn.close_connection(e);
@@ -253,6 +277,7 @@ struct Session {
     channel_max: u16,
     heartbeat: u16,
     cancel_notify: bool,
+    blocked_notify: bool,
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(
@@ -468,6 +493,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         channel_max,
         heartbeat: tune.heartbeat,
         cancel_notify: capability("consumer_cancel_notify"),
+        blocked_notify: capability("connection.blocked"),
     })
 }
 

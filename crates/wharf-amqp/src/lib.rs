@@ -46,6 +46,10 @@ pub struct AmqpConfig {
     /// RabbitMQ's `consumer_timeout` (default 30 minutes; None: no limit). A queue's
     /// `x-consumer-timeout` overrides it.
     pub consumer_timeout: Option<Duration>,
+    /// Above this many bytes of queued message bodies (all queues, all vhosts), connections
+    /// that publish are blocked (connection.blocked, and their sockets are not read) until the
+    /// total falls below 90% of it. None: never.
+    pub queued_bytes_high_watermark: Option<u64>,
     pub users: Users,
 }
 
@@ -58,6 +62,7 @@ impl Default for AmqpConfig {
             handshake_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            queued_bytes_high_watermark: None,
             users: Users::guest_only(),
         }
     }
@@ -67,6 +72,8 @@ pub(crate) struct Shared {
     pub broker: Arc<Broker>,
     pub config: AmqpConfig,
     next_connection_id: AtomicU64,
+    /// True while queued bytes are above the high watermark: publishers are blocked.
+    pub alarm: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -87,7 +94,11 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
-    let shared = Arc::new(Shared { broker, config, next_connection_id: AtomicU64::new(1) });
+    let (alarm_tx, alarm) = watch::channel(false);
+    let watermark = config.queued_bytes_high_watermark;
+    let shared = Arc::new(Shared { broker, config, next_connection_id: AtomicU64::new(1), alarm });
+    let monitor =
+        watermark.map(|high| tokio::spawn(watch_queued_bytes(shared.broker.clone(), high, alarm_tx)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -101,10 +112,33 @@ where
         }
     }
     let _ = stop_tx.send(true);
+    if let Some(monitor) = monitor {
+        monitor.abort();
+    }
     // Each connection sends connection.close and waits a moment for close-ok.
     let _ = tokio::time::timeout(Duration::from_secs(4), async {
         while connections.join_next().await.is_some() {}
     })
     .await;
     Ok(())
+}
+
+/// How often the queued bytes are summed for the publisher alarm.
+const ALARM_CHECK: Duration = Duration::from_millis(100);
+
+/// Raise the alarm above `high` queued bytes, clear it below 90% of `high`, as RabbitMQ's
+/// memory alarm does for its watermark.
+async fn watch_queued_bytes(broker: Arc<Broker>, high: u64, alarm: watch::Sender<bool>) {
+    let low = high / 10 * 9;
+    loop {
+        tokio::time::sleep(ALARM_CHECK).await;
+        let queued: u64 = broker.queue_stats().iter().map(|q| q.stats.bytes).sum();
+        alarm.send_if_modified(|raised| {
+            let next = if *raised { queued >= low } else { queued > high };
+            if next != *raised {
+                tracing::warn!(queued, high, "publisher alarm {}", if next { "raised" } else { "cleared" });
+            }
+            std::mem::replace(raised, next) != next
+        });
+    }
 }

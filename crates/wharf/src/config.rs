@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// 0 disables [default: 1800000, 30 minutes].
     #[arg(long, env = "WHARF_AMQP_CONSUMER_TIMEOUT_MS", value_name = "MS")]
     pub amqp_consumer_timeout_ms: Option<u64>,
+    /// Total bytes of queued messages above which AMQP publishers are blocked
+    /// (connection.blocked) until it falls below 90% [default: 40% of physical memory].
+    #[arg(long, env = "WHARF_QUEUED_BYTES_HIGH_WATERMARK", value_name = "BYTES")]
+    pub queued_bytes_high_watermark: Option<u64>,
     /// Account id in SQS queue URLs and ARNs [default: 000000000000].
     #[arg(long, env = "WHARF_ACCOUNT_ID", value_name = "ID")]
     pub account_id: Option<String>,
@@ -107,6 +111,7 @@ pub struct ConfigFile {
     pub amqp_heartbeat: Option<u16>,
     pub amqp_handshake_timeout_ms: Option<u64>,
     pub amqp_consumer_timeout_ms: Option<u64>,
+    pub queued_bytes_high_watermark: Option<u64>,
     pub account_id: Option<String>,
     pub region: Option<String>,
     pub sqs_recreate_delay: Option<u64>,
@@ -256,6 +261,14 @@ pub struct Settings {
     pub vhosts: Vec<String>,
 }
 
+/// Physical memory in bytes, for defaults that follow the machine (RabbitMQ's 40% watermark).
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page_size) =
+        unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    (pages > 0 && page_size > 0).then(|| pages as u64 * page_size as u64)
+}
+
 impl Settings {
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         Self::resolve_with_env(args, std::env::var(CREDENTIALS_ENV).ok())
@@ -304,6 +317,12 @@ impl Settings {
             Some(ms) => amqp_config.consumer_timeout = Some(Duration::from_millis(ms)),
             None => {}
         }
+        amqp_config.queued_bytes_high_watermark =
+            match args.queued_bytes_high_watermark.or(file.queued_bytes_high_watermark) {
+                Some(0) => bail!("the queued bytes high watermark must be at least 1 byte"),
+                Some(bytes) => Some(bytes),
+                None => physical_memory().map(|total| total / 10 * 4),
+            };
         if !file.users.is_empty() || !file.permissions.is_empty() {
             let users = file.users.iter().map(|u| UserSpec {
                 name: u.name.clone(),
