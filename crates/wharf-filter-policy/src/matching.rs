@@ -162,7 +162,7 @@ fn collect<'v>(value: &'v Value, path: &[String], out: &mut Vec<Val<'v>>) {
 }
 
 fn group_matches(group: &Group, field_ok: &mut dyn FnMut(&Field) -> bool) -> bool {
-    group.fields.iter().all(|f| field_ok(f))
+    group.fields.iter().all(&mut *field_ok)
         && group.alternatives.iter().all(|branches| branches.iter().any(|g| group_matches(g, field_ok)))
 }
 
