@@ -90,6 +90,11 @@ impl<'a> Val<'a> {
 }
 
 pub(crate) fn matches_attributes(root: &Group, attributes: &BTreeMap<String, AttributeValue>) -> bool {
+    if attributes.is_empty() {
+        // AWS: "An empty set of attributes results in the filter not matching", even for
+        // `exists: false`. Only the empty policy `{}` lets such a message through.
+        return is_empty(root);
+    }
     group_matches(root, &mut |field: &Field| {
         let attribute = attributes.get(&field.path[0]);
         let Some(attribute) = attribute else {
@@ -131,7 +136,7 @@ fn string_array(text: &str) -> Vec<Val<'static>> {
 }
 
 pub(crate) fn matches_body(root: &Group, body: Option<&Value>) -> bool {
-    if root.fields.is_empty() && root.alternatives.is_empty() {
+    if is_empty(root) {
         // `{}`: no conditions, every message is delivered (see README).
         return true;
     }
@@ -140,8 +145,14 @@ pub(crate) fn matches_body(root: &Group, body: Option<&Value>) -> bool {
     group_matches(root, &mut |field: &Field| {
         values.clear();
         collect(body, &field.path, &mut values);
-        field_matches(field, !values.is_empty(), &values)
+        // AWS: `exists: true` needs "a non-null and non-empty value"; a null is not there.
+        let present = values.iter().any(|v| *v != Val::Null);
+        field_matches(field, present, &values)
     })
+}
+
+fn is_empty(root: &Group) -> bool {
+    root.fields.is_empty() && root.alternatives.is_empty()
 }
 
 /// Every scalar reachable at `path`; arrays anywhere along the way (or at the end) are walked,
@@ -166,10 +177,16 @@ fn group_matches(group: &Group, field_ok: &mut dyn FnMut(&Field) -> bool) -> boo
         && group.alternatives.iter().all(|branches| branches.iter().any(|g| group_matches(g, field_ok)))
 }
 
-/// A key matches when any of its conditions holds for any of its values.
+/// A key matches when any of its conditions holds. A positive condition holds when any of the
+/// key's values (array elements count one by one) satisfies it; an anything-but condition holds
+/// when the key has values and none of them is excluded (AWS: for String.Array "it matches if
+/// none of the array elements are listed in the policy property").
 fn field_matches(field: &Field, present: bool, values: &[Val]) -> bool {
     field.conditions.iter().any(|condition| match condition {
         Condition::Exists(wanted) => *wanted == present,
+        Condition::AnythingBut(_) | Condition::AnythingButPrefix(_) => {
+            !values.is_empty() && values.iter().all(|v| condition_matches(condition, v))
+        }
         other => values.iter().any(|v| condition_matches(other, v)),
     })
 }
@@ -188,7 +205,6 @@ fn condition_matches(condition: &Condition, value: &Val) -> bool {
         }),
         Condition::AnythingBut(literals) => !literals.iter().any(|l| value.equals(l)),
         Condition::AnythingButPrefix(p) => value.as_str().is_some_and(|s| !s.starts_with(p.as_str())),
-        Condition::AnythingButSuffix(p) => value.as_str().is_some_and(|s| !s.ends_with(p.as_str())),
         Condition::Numeric { lower, upper } => match value {
             Val::Num(n) => within(*n, *lower, *upper),
             _ => false,

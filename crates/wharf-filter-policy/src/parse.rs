@@ -47,7 +47,6 @@ pub(crate) enum Condition {
     EqualsIgnoreCase(String),
     AnythingBut(Vec<Literal>),
     AnythingButPrefix(String),
-    AnythingButSuffix(String),
     Numeric {
         lower: Option<Bound>,
         upper: Option<Bound>,
@@ -111,25 +110,10 @@ impl Compiler {
     ) -> Result<(Group, u64), PolicyError> {
         let mut group = Group::default();
         for (key, value) in obj {
-            if key == "$or" {
-                let Value::Array(branches) = value else {
-                    return Err(PolicyError::policy(Kind::InvalidRule, "\"$or\" must be an array"));
-                };
-                if branches.len() < 2 {
-                    return Err(PolicyError::policy(
-                        Kind::InvalidRule,
-                        "\"$or\" must be an array of at least 2 policy objects",
-                    ));
-                }
+            if let Some(branches) = or_branches(key, value) {
                 let mut sum = 0u64;
                 let mut alternatives = Vec::with_capacity(branches.len());
                 for branch in branches {
-                    let Value::Object(branch) = branch else {
-                        return Err(PolicyError::policy(
-                            Kind::InvalidRule,
-                            "\"$or\" must be an array of policy objects",
-                        ));
-                    };
                     if branch.is_empty() {
                         return Err(PolicyError::policy(
                             Kind::InvalidRule,
@@ -183,6 +167,23 @@ impl Compiler {
         }
         Ok((group, combinations))
     }
+}
+
+/// Operator names: a `$or` branch using one as a key is not a sub-policy.
+const RESERVED: &[&str] =
+    &["prefix", "suffix", "equals-ignore-case", "anything-but", "numeric", "exists", "cidr", "wildcard"];
+
+/// The branches when `key: value` is a real `$or`. AWS recognises `$or` only when its value is an
+/// array of at least two objects none of which uses a reserved keyword as a field name; otherwise
+/// "$or" is an ordinary key name, validated and matched like any other.
+fn or_branches<'v>(key: &str, value: &'v Value) -> Option<Vec<&'v Map<String, Value>>> {
+    if key != "$or" {
+        return None;
+    }
+    let items = value.as_array()?;
+    let branches: Vec<_> = items.iter().map(Value::as_object).collect::<Option<_>>()?;
+    let reserved = branches.iter().any(|b| b.keys().any(|k| RESERVED.contains(&k.as_str())));
+    (branches.len() >= 2 && !reserved).then_some(branches)
 }
 
 /// At most five keys in the top-level object and in each `$or` branch (`$or` itself counts as one).
@@ -263,7 +264,6 @@ fn anything_but(operand: &Value) -> Result<Condition, PolicyError> {
             let (operator, inner) = obj.iter().next().expect("one key");
             match operator.as_str() {
                 "prefix" => string_operand(operator, inner).map(Condition::AnythingButPrefix),
-                "suffix" => string_operand(operator, inner).map(Condition::AnythingButSuffix),
                 other => Err(invalid(format!("Unsupported anything-but pattern: {other}"))),
             }
         }

@@ -95,9 +95,47 @@ fn anything_but_prefix_and_suffix() {
     assert!(s(&p, "event", "refund-issued"));
     assert!(!s(&p, "event", "order-placed"));
     assert!(!p.matches(&attrs(&[]), ""));
-    let p = attr_policy(r#"{"file": [{"anything-but": {"suffix": ".tmp"}}]}"#);
-    assert!(s(&p, "file", "a.txt"));
-    assert!(!s(&p, "file", "a.tmp"));
+}
+
+#[test]
+fn anything_but_on_a_string_array_needs_every_element_to_pass() {
+    // AWS: "For String.Array type attributes, it matches if none of the array elements are
+    // listed in the policy property."
+    let p = attr_policy(r#"{"sports": [{"anything-but": ["rugby", "tennis"]}]}"#);
+    let m = |v: &str| p.matches(&attrs(&[("sports", "String.Array", v)]), "");
+    assert!(m(r#"["baseball", "football"]"#));
+    assert!(!m(r#"["rugby", "baseball"]"#));
+    assert!(!m("[]"), "an empty array has no value to be anything but");
+    let p = attr_policy(r#"{"sports": [{"anything-but": {"prefix": "ru"}}]}"#);
+    assert!(p.matches(&attrs(&[("sports", "String.Array", r#"["golf", "polo"]"#)]), ""));
+    assert!(!p.matches(&attrs(&[("sports", "String.Array", r#"["golf", "rugby"]"#)]), ""));
+}
+
+#[test]
+fn anything_but_combined_with_exists_false() {
+    let p = attr_policy(r#"{"store": [{"anything-but": ["a"]}, {"exists": false}]}"#);
+    assert!(s(&p, "store", "b"));
+    assert!(!s(&p, "store", "a"));
+    assert!(p.matches(&attrs(&[("other", "String", "x")]), ""));
+}
+
+#[test]
+fn empty_attribute_set_matches_no_non_empty_policy() {
+    for policy in [r#"{"a": [{"exists": false}]}"#, r#"{"a": [{"anything-but": "x"}]}"#] {
+        assert!(!attr_policy(policy).matches(&attrs(&[]), "{}"), "{policy}");
+    }
+}
+
+#[test]
+fn dollar_or_that_is_not_an_operator_is_an_ordinary_key() {
+    // AWS treats "$or" as a plain attribute name unless it holds an array of at least two
+    // objects whose field names are not reserved keywords.
+    let p = attr_policy(r#"{"$or": ["a", "b"]}"#);
+    assert!(s(&p, "$or", "a"));
+    assert!(!s(&p, "$or", "c"));
+    assert!(!s(&p, "other", "a"));
+    // A single object is a match expression on the key "$or", where "x" is no operator.
+    assert!(FilterPolicy::parse(r#"{"$or": [{"x": ["a"]}]}"#, FilterScope::MessageAttributes).is_err());
 }
 
 #[test]
@@ -129,7 +167,7 @@ fn exists_true_and_false() {
     let p = attr_policy(r#"{"store": [{"exists": false}]}"#);
     assert!(!s(&p, "store", "anything"));
     assert!(p.matches(&attrs(&[("other", "String", "x")]), ""));
-    assert!(p.matches(&attrs(&[]), ""));
+    assert!(!p.matches(&attrs(&[]), ""), "AWS: an empty set of attributes matches no filter");
 }
 
 #[test]
@@ -213,7 +251,7 @@ fn and_across_keys_or_within_a_key() {
     let p = attr_policy(r#"{"k": ["a", {"prefix": "zz"}, {"exists": false}]}"#);
     assert!(s(&p, "k", "a"));
     assert!(s(&p, "k", "zzz"));
-    assert!(p.matches(&attrs(&[]), ""));
+    assert!(p.matches(&attrs(&[("other", "String", "x")]), ""));
     assert!(!s(&p, "k", "b"));
 }
 

@@ -94,7 +94,11 @@ fn anything_but_forms() {
     attr_policy(r#"{"a": [{"anything-but": 5}]}"#);
     attr_policy(r#"{"a": [{"anything-but": ["x", 5]}]}"#);
     attr_policy(r#"{"a": [{"anything-but": {"prefix": "x"}}]}"#);
-    attr_policy(r#"{"a": [{"anything-but": {"suffix": "x"}}]}"#);
+    // AWS rejects anything-but with suffix (only prefix nests inside anything-but in SNS).
+    assert_rejected(
+        r#"{"a": [{"anything-but": {"suffix": "x"}}]}"#,
+        "Unsupported anything-but pattern: suffix",
+    );
     assert_rejected(
         r#"{"a": [{"anything-but": {"cidr": "10.0.0.0/8"}}]}"#,
         "Unsupported anything-but pattern: cidr",
@@ -155,9 +159,15 @@ fn cidr_is_validated() {
 
 #[test]
 fn or_is_validated() {
-    assert_rejected(r#"{"$or": {"a": ["x"]}}"#, r#""$or" must be an array"#);
-    assert_rejected(r#"{"$or": [{"a": ["x"]}]}"#, r#""$or" must be an array of at least 2 policy objects"#);
-    assert_rejected(r#"{"$or": [{"a": ["x"]}, ["y"]]}"#, r#""$or" must be an array of policy objects"#);
+    // Not a real `$or` (see AWS's three conditions): validated as an ordinary key.
+    assert_rejected(r#"{"$or": "x"}"#, r#""$or" must be an object or an array"#);
+    assert_rejected(r#"{"$or": [{"a": ["x"]}]}"#, "Unrecognized match type a");
+    assert_rejected(r#"{"$or": [{"a": ["x"]}, ["y"]]}"#, "Unrecognized match type a");
+    assert_rejected(
+        r#"{"$or": [{"numeric": 123}, {"prefix": "abc"}]}"#,
+        "Value of numeric must be an array.",
+    );
+    assert_eq!(attr_err(r#"{"$or": {"a": ["x"]}}"#).kind(), PolicyErrorKind::NestedInAttributeScope);
     assert_rejected(r#"{"$or": [{"a": ["x"]}, {}]}"#, r#"Empty objects are not allowed in "$or""#);
     assert_rejected(r#"{"$or": [{"a": ["x"]}, {"b": "y"}]}"#, r#""b" must be an object or an array"#);
 }
