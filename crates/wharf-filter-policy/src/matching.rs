@@ -103,7 +103,8 @@ pub(crate) fn matches_attributes(root: &Group, attributes: &BTreeMap<String, Att
         let mut array = Vec::new();
         let single;
         let values: &[Val] = match attribute.data_type.as_str() {
-            "String.Array" => {
+            // AWS documents `Number.Array` next to `String.Array`; both carry a JSON array.
+            "String.Array" | "Number.Array" => {
                 array = string_array(&attribute.value);
                 &array
             }

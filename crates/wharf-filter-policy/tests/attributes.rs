@@ -223,6 +223,13 @@ fn string_array_attribute_matches_if_any_element_matches() {
 }
 
 #[test]
+fn number_array_attributes_are_arrays_too() {
+    let p = attr_policy(r#"{"price": [{"numeric": [">", 60]}]}"#);
+    assert!(p.matches(&attrs(&[("price", "Number.Array", "[100, 50]")]), ""));
+    assert!(!p.matches(&attrs(&[("price", "Number.Array", "[10, 50]")]), ""));
+}
+
+#[test]
 fn binary_attributes_never_match_values() {
     let p = attr_policy(r#"{"b": ["AAEC", {"anything-but": "x"}, {"prefix": ""}]}"#);
     assert!(!p.matches(&attrs(&[("b", "Binary", "AAEC")]), ""));
