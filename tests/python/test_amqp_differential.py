@@ -83,7 +83,12 @@ def server():
         RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(home, "enabled_plugins"),
     )
     proc = subprocess.Popen(
-        [RABBITMQ], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        [RABBITMQ],
+        env=env,
+        cwd=home,  # an Erlang crash dump lands here, not in the working tree
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while True:

@@ -154,7 +154,12 @@ def rabbitmq():
     )
     log = open(base / "server.out", "w")
     proc = subprocess.Popen(
-        [RABBITMQ_SERVER], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [RABBITMQ_SERVER],
+        env=env,
+        cwd=base,  # an Erlang crash dump lands here, not in the working tree
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         if not _wait_port(port, proc, 90):
