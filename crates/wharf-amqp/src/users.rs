@@ -214,7 +214,8 @@ impl Users {
     pub fn authenticate(&self, name: &str, password: &str, peer: IpAddr) -> Result<Arc<User>, String> {
         match self.users.get(name) {
             Some(user) if user.password.matches(password) => {
-                if user.loopback_only && !peer.is_loopback() {
+                // `::ffff:127.0.0.1` (IPv4 through a dual-stack listener) is loopback too.
+                if user.loopback_only && !peer.to_canonical().is_loopback() {
                     Err(format!("user '{name}' can only connect via localhost"))
                 } else {
                     Ok(user.clone())
@@ -275,6 +276,8 @@ mod tests {
         let remote: IpAddr = "10.1.2.3".parse().unwrap();
         assert!(users.authenticate("guest", "guest", local()).is_ok());
         assert!(users.authenticate("guest", "guest", "::1".parse().unwrap()).is_ok());
+        assert!(users.authenticate("guest", "guest", "::ffff:127.0.0.1".parse().unwrap()).is_ok());
+        assert!(users.authenticate("guest", "guest", "::ffff:10.1.2.3".parse().unwrap()).is_err());
         assert!(users.authenticate("guest", "guest", remote).unwrap_err().contains("localhost"));
         assert!(users.authenticate("guest", "wrong", local()).is_err());
         assert!(users.authenticate("nobody", "guest", local()).is_err());
