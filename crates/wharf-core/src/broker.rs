@@ -145,6 +145,10 @@ struct DefinitionsDoc {
     version: u32,
     next_queue_id: u64,
     vhosts: Vec<VHostDoc>,
+    /// Documents front ends keep with the engine's definitions (SNS topics and subscriptions),
+    /// by name, saved and loaded as they are. Absent in documents written before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    extensions: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -180,6 +184,8 @@ struct BindingDoc {
 pub struct Broker {
     shared: Arc<Shared>,
     vhosts: RwLock<BTreeMap<String, Arc<VHost>>>,
+    /// See [`Broker::extension`]. Changed only under the definitions lock.
+    extensions: Mutex<BTreeMap<String, serde_json::Value>>,
     me: Weak<Broker>,
 }
 
@@ -219,9 +225,11 @@ impl Broker {
             next_queue_id: AtomicU64::new(next_id),
             next_consumer_id: AtomicU64::new(1),
         });
+        let extensions = doc.as_ref().map(|d| d.extensions.clone()).unwrap_or_default();
         let broker = Arc::new_cyclic(|me| Broker {
             shared: shared.clone(),
             vhosts: RwLock::new(BTreeMap::new()),
+            extensions: Mutex::new(extensions),
             me: me.clone(),
         });
         broker.insert_vhost(DEFAULT_VHOST);
@@ -369,6 +377,28 @@ impl Broker {
         self.queue_stats()
     }
 
+    /// A front end's own document kept with the definitions (`None` if never saved). Front
+    /// ends whose objects have no engine shape (SNS topics and subscriptions) keep them here,
+    /// so they are as durable as queues and saved in the same file.
+    pub fn extension(&self, name: &str) -> Option<serde_json::Value> {
+        self.extensions.lock().get(name).cloned()
+    }
+
+    /// Replace the document `name` and save the definitions; returns once it is on disk.
+    /// `Value::Null` removes it.
+    pub fn save_extension(&self, name: &str, doc: serde_json::Value) -> Result<()> {
+        let _defs = self.shared.defs_lock.lock();
+        {
+            let mut ext = self.extensions.lock();
+            if doc.is_null() {
+                ext.remove(name);
+            } else {
+                ext.insert(name.to_owned(), doc);
+            }
+        }
+        self.save_definitions()
+    }
+
     /// Write the whole definitions document. The caller holds the definitions lock.
     pub(crate) fn save_definitions(&self) -> Result<()> {
         let vhosts: Vec<Arc<VHost>> = self.vhosts.read().values().cloned().collect();
@@ -376,6 +406,7 @@ impl Broker {
             version: DEFINITIONS_VERSION,
             next_queue_id: self.shared.next_queue_id.load(Ordering::SeqCst),
             vhosts: Vec::new(),
+            extensions: self.extensions.lock().clone(),
         };
         for v in vhosts {
             let st = v.state.read();

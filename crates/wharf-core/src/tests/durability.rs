@@ -338,3 +338,16 @@ async fn recovery_of_a_million_records() {
     println!("recovered {n} records in {elapsed:?}");
     assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
 }
+
+#[tokio::test]
+async fn extension_documents_survive_reopen() {
+    let env = env();
+    assert_eq!(env.broker.extension("sns"), None);
+    let doc = serde_json::json!({"topics": [{"name": "t"}]});
+    env.broker.save_extension("sns", doc.clone()).expect("save");
+    env.broker.save_extension("other", serde_json::json!(1)).expect("save");
+    env.broker.save_extension("other", serde_json::Value::Null).expect("remove");
+    let env2 = env.reopen();
+    assert_eq!(env2.broker.extension("sns"), Some(doc));
+    assert_eq!(env2.broker.extension("other"), None);
+}
