@@ -173,6 +173,22 @@ def sqs(server):
     return sqs_client(server)
 
 
+def sns_client(server):
+    """boto3's SNS client for `server` (same endpoint as SQS), no retries."""
+    return boto3.client(
+        "sns",
+        endpoint_url=server.endpoint,
+        region_name=REGION,
+        config=Config(retries={"max_attempts": 1}, read_timeout=40),
+        **CREDS,
+    )
+
+
+@pytest.fixture(scope="module")
+def sns(server):
+    return sns_client(server)
+
+
 @pytest.fixture
 def new_queue(sqs):
     """Create a queue with a unique name; returns its URL."""

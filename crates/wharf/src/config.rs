@@ -95,6 +95,17 @@ pub struct ServeArgs {
     /// QueueDeletedRecently rule: 60); 0 lets suites recreate queues at once [default: 0].
     #[arg(long, env = "WHARF_SQS_RECREATE_DELAY", value_name = "SECONDS")]
     pub sqs_recreate_delay: Option<u64>,
+    /// Base URL SNS writes into SubscribeURL, UnsubscribeURL and SigningCertURL: how HTTP
+    /// endpoints reach this server [default: http://<--http address>].
+    #[arg(long, env = "WHARF_SNS_PUBLIC_URL", value_name = "URL")]
+    pub sns_public_url: Option<String>,
+    /// SMTP relay (HOST:PORT, plain SMTP, no authentication) for SNS email subscriptions;
+    /// without one, email subscriptions are refused [default: none].
+    #[arg(long, env = "WHARF_SNS_SMTP_RELAY", value_name = "HOST:PORT")]
+    pub sns_smtp_relay: Option<String>,
+    /// From address of SNS email [default: no-reply@sns.wharf.local].
+    #[arg(long, env = "WHARF_SNS_EMAIL_FROM", value_name = "ADDRESS")]
+    pub sns_email_from: Option<String>,
 }
 
 /// The config file. Unknown keys are errors: a typo must not be silently ignored.
@@ -115,6 +126,9 @@ pub struct ConfigFile {
     pub account_id: Option<String>,
     pub region: Option<String>,
     pub sqs_recreate_delay: Option<u64>,
+    pub sns_public_url: Option<String>,
+    pub sns_smtp_relay: Option<String>,
+    pub sns_email_from: Option<String>,
     /// `[credentials]`: access key id = "secret access key". Any keys at all make SigV4
     /// required on the SQS listener.
     pub credentials: Option<BTreeMap<String, String>>,
@@ -255,6 +269,10 @@ pub struct Settings {
     pub amqp: SocketAddr,
     pub amqp_config: AmqpConfig,
     pub sqs: SqsConfig,
+    /// SNS: the public base URL if configured (else derived from the HTTP listener's
+    /// address at start), and the SMTP relay for email subscriptions.
+    pub sns_public_url: Option<String>,
+    pub sns_smtp: Option<wharf_sns::SmtpConfig>,
     pub queues: Vec<QueueDecl>,
     pub exchanges: Vec<ExchangeDecl>,
     pub bindings: Vec<BindingDecl>,
@@ -373,6 +391,31 @@ impl Settings {
             None => defaults.recreate_delay_ms,
         };
         let sqs = SqsConfig { account_id, region, credentials, recreate_delay_ms, ..defaults };
+        let sns_public_url = match args.sns_public_url.or(file.sns_public_url) {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                bail!("SNS public URL '{url}' must start with http:// or https://")
+            }
+            Some(url) => Some(url.trim_end_matches('/').to_owned()),
+            None => None,
+        };
+        let sns_smtp = match args.sns_smtp_relay.or(file.sns_smtp_relay) {
+            Some(relay) => {
+                let port_ok =
+                    relay.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !port_ok {
+                    bail!("SNS SMTP relay '{relay}' must be HOST:PORT");
+                }
+                let from = args
+                    .sns_email_from
+                    .or(file.sns_email_from)
+                    .unwrap_or_else(|| "no-reply@sns.wharf.local".to_owned());
+                if !from.contains('@') {
+                    bail!("SNS email From address '{from}' is not an email address");
+                }
+                Some(wharf_sns::SmtpConfig { relay, from })
+            }
+            None => None,
+        };
         // Check declarations now, before anything is opened or bound: a bad file fails fast.
         for queue in &file.queues {
             queue.to_settings()?;
@@ -384,6 +427,8 @@ impl Settings {
             amqp,
             amqp_config,
             sqs,
+            sns_public_url,
+            sns_smtp,
             queues: file.queues,
             exchanges: file.exchanges,
             bindings: file.bindings,

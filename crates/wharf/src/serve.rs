@@ -97,10 +97,14 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     state.set_broker(broker.clone());
     let background = tokio::spawn(broker.clone().run());
     // Clients that connected during recovery waited in the listen backlog; served from now on.
-    let sqs_task = tokio::spawn(wharf_sqs::serve(
+    let sns = wharf_sns::Sns::start(broker.clone(), sns_config(&settings, http_addr))
+        .map_err(|e| anyhow::anyhow!("SNS: {}", e.message))?;
+    // SQS and SNS share the HTTP listener (crate::aws routes each request).
+    let sqs_task = tokio::spawn(crate::aws::serve(
         CountedListener::new(http_listener, state.connections("sqs")),
         broker.clone(),
         settings.sqs.clone(),
+        sns,
         wait_for_stop(stop_rx.clone()),
     ));
 
@@ -140,6 +144,30 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     store.flush().context("final flush of the store failed")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// SNS shares SQS's account, region and credentials; its links point at the HTTP listener
+/// unless a public URL is configured; its signing key lives in the data directory.
+fn sns_config(settings: &Settings, http: SocketAddr) -> wharf_sns::SnsConfig {
+    let public_url = settings.sns_public_url.clone().unwrap_or_else(|| {
+        let mut addr = http;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    });
+    wharf_sns::SnsConfig {
+        account_id: settings.sqs.account_id.clone(),
+        region: settings.sqs.region.clone(),
+        vhost: settings.sqs.vhost.clone(),
+        credentials: settings.sqs.credentials.clone(),
+        public_url,
+        key_dir: match &settings.storage {
+            Storage::Memory => None,
+            Storage::Disk { dir, .. } => Some(dir.join("sns")),
+        },
+        smtp: settings.sns_smtp.clone(),
+    }
 }
 
 async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
@@ -199,6 +227,7 @@ fn print_startup_block(
          \x20 data directory  {data}\n\
          \x20 durability      {durability}\n\
          \x20 sqs             http://{http}  (Amazon SQS: AWS JSON 1.0 and Query; account {account}; {sqs_auth})\n\
+         \x20 sns             http://{http}  (Amazon SNS: Query, same listener; delivers to sqs, http{email})\n\
          \x20 amqp            amqp://{amqp}  (AMQP 0-9-1, RabbitMQ clients; {amqp_users})\n\
          \x20 admin           http://{admin}  (/health, /metrics)\n\
          \x20 recovered       {queues} queues, {messages} messages in {recovery_ms} ms\n\
@@ -208,6 +237,10 @@ fn print_startup_block(
         account = settings.sqs.account_id,
         admin = listeners.admin,
         amqp = listeners.amqp,
+        email = match &settings.sns_smtp {
+            Some(smtp) => format!(", email via {}", smtp.relay),
+            None => String::new(),
+        },
         recovery_ms = recovery.as_millis(),
         ready_ms = started.elapsed().as_millis(),
     );

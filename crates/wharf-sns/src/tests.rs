@@ -1,0 +1,1 @@
+//! In-process tests of the SNS front end over an in-memory engine.
