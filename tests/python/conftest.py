@@ -294,3 +294,23 @@ def wait_until(predicate, timeout=5.0, step=0.05):
             return True
         time.sleep(step)
     return predicate()
+
+
+def verify_sns_signature(message):
+    """Check an SNS message's signature the way AWS documents it (fetch the certificate from
+    SigningCertURL, rebuild the canonical string, verify SHA1withRSA or SHA256withRSA), with
+    the `cryptography` package: independent of the server's implementation. Raises on failure."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    cert = x509.load_pem_x509_certificate(requests.get(message["SigningCertURL"], timeout=10).content)
+    if message["Type"] == "Notification":
+        fields = ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+    else:
+        fields = ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+    text = "".join(f"{k}\n{message[k]}\n" for k in fields if k in message)
+    digest = {"1": hashes.SHA1(), "2": hashes.SHA256()}[message["SignatureVersion"]]
+    cert.public_key().verify(base64.b64decode(message["Signature"]), text.encode(), padding.PKCS1v15(), digest)

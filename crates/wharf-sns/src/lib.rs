@@ -300,11 +300,19 @@ impl Sns {
                 ))
             }
         }?;
-        // Actions whose result element is empty have none at all on the wire.
-        Ok(match r {
-            Xml::Elements(children) if children.is_empty() => None,
-            other => Some(other),
-        })
+        // Actions without an output shape have no result element at all on the wire;
+        // the others have one even when it is empty (TagResource).
+        let no_output = matches!(
+            action,
+            "DeleteTopic"
+                | "SetTopicAttributes"
+                | "AddPermission"
+                | "RemovePermission"
+                | "Unsubscribe"
+                | "SetSubscriptionAttributes"
+                | "PutDataProtectionPolicy"
+        );
+        Ok((!no_output).then_some(r))
     }
 
     async fn certificate(&self, path: &str) -> Response {
