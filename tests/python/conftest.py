@@ -253,9 +253,9 @@ def findall(root, path):
     return root.findall("/".join(NS + p for p in path.split("/")))
 
 
-def make_aws_cli(endpoint, access_key="test", secret_key="test"):
-    """A function running `aws --endpoint-url ENDPOINT sqs ...` with these credentials in the
-    environment; it returns the CompletedProcess."""
+def make_aws_cli(endpoint, access_key="test", secret_key="test", service="sqs"):
+    """A function running `aws --endpoint-url ENDPOINT <service> ...` with these credentials in
+    the environment; it returns the CompletedProcess."""
     exe = shutil.which("aws", path=str(Path(sys.executable).parent)) or shutil.which("aws")
     assert exe, "the aws CLI is not installed (pip install -r tests/python/requirements.txt)"
     env = dict(
@@ -271,7 +271,7 @@ def make_aws_cli(endpoint, access_key="test", secret_key="test"):
 
     def run(*args):
         return subprocess.run(
-            [exe, "--endpoint-url", endpoint, "--output", "json", "sqs", *args],
+            [exe, "--endpoint-url", endpoint, "--output", "json", service, *args],
             capture_output=True,
             text=True,
             env=env,
