@@ -105,7 +105,7 @@ fn encode_token(s: &str) -> String {
 }
 
 fn decode_token(t: &str) -> Option<String> {
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> =
@@ -280,10 +280,11 @@ impl Sns {
             }
             "FifoThroughputScope" if !matches!(value, "Topic" | "MessageGroup") => return Err(bad()),
             "DeliveryPolicy" if !value.is_empty() => DeliveryPolicy::validate_topic(value)?,
-            "Policy" | "ArchivePolicy" if !value.is_empty() => {
-                if !serde_json::from_str::<Value>(value).is_ok_and(|v| v.is_object()) {
-                    return Err(SnsError::param(format!("{name}: failed to parse JSON.")));
-                }
+            "Policy" | "ArchivePolicy"
+                if !value.is_empty()
+                    && !serde_json::from_str::<Value>(value).is_ok_and(|v| v.is_object()) =>
+            {
+                return Err(SnsError::param(format!("{name}: failed to parse JSON.")));
             }
             _ => {}
         }

@@ -122,13 +122,16 @@ pub fn dead_letter_target(policy: &str) -> SnsResult<String> {
     sqs_queue_name(arn).map(str::to_owned).ok_or_else(|| bad("deadLetterTargetArn is an invalid arn"))
 }
 
+/// A topic's subscriptions as Publish takes them: one clone of an `Arc` per publish.
+pub type TopicSubscriptions = Arc<Vec<Arc<Subscription>>>;
+
 /// Everything SNS keeps, in memory. Changed under the front end's write lock and saved whole.
 #[derive(Default)]
 pub struct State {
     pub topics: BTreeMap<String, Arc<TopicDef>>,
     pub subscriptions: BTreeMap<String, Arc<Subscription>>,
     /// Topic ARN → its subscriptions, in subscription order; rebuilt when one changes.
-    pub by_topic: HashMap<String, Arc<Vec<Arc<Subscription>>>>,
+    pub by_topic: HashMap<String, TopicSubscriptions>,
 }
 
 #[derive(Serialize, Deserialize, Default)]

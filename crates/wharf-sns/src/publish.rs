@@ -15,7 +15,7 @@ use wharf_filter_policy as filter;
 use wharf_store::Durable;
 
 use crate::error::{SnsError, SnsResult};
-use crate::model::{sqs_queue_name, Subscription, TopicDef};
+use crate::model::{sqs_queue_name, Subscription, TopicDef, TopicSubscriptions};
 use crate::signing::{canonical_string, Keys};
 use crate::wire::{url_encode, Params, Xml};
 use crate::Sns;
@@ -289,7 +289,7 @@ impl Sns {
     }
 
     /// The topic a Publish names (TopicArn, or a topic's ARN as TargetArn).
-    fn publish_target(&self, p: &Params) -> SnsResult<(Arc<TopicDef>, Arc<Vec<Arc<Subscription>>>)> {
+    fn publish_target(&self, p: &Params) -> SnsResult<(Arc<TopicDef>, TopicSubscriptions)> {
         if let Some(phone) = p.get("PhoneNumber") {
             let _ = phone;
             return Err(SnsError::param(
