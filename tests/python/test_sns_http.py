@@ -11,6 +11,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
@@ -215,9 +216,8 @@ def test_authentication_keeps_the_links_open(tmp_path):
     s = Server(config=config)
     endpoint = Endpoint()
     try:
-        good = sns_client(s)
-        good._request_signer._credentials.access_key = "AKIAWHARFTEST"
-        good._request_signer._credentials.secret_key = "wharf-secret"
+        good = boto3.client("sns", endpoint_url=s.endpoint, region_name="us-east-1",
+                            aws_access_key_id="AKIAWHARFTEST", aws_secret_access_key="wharf-secret")
         topic = good.create_topic(Name="authed")["TopicArn"]
         bad = sns_client(s)
         with pytest.raises(ClientError) as e:

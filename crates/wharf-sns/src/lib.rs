@@ -354,5 +354,3 @@ fn error_response(e: &SnsError, request_id: &str) -> Response {
     xml(status, wire::error(e, request_id), request_id)
 }
 
-#[cfg(test)]
-mod tests;

@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod load;
+pub mod sns;
 pub mod sqs;
 mod startup;
 
@@ -29,6 +30,9 @@ pub enum BenchCommand {
     /// SQS JSON 1.0 over keep-alive HTTP/1.1: SendMessage -> ReceiveMessage -> DeleteMessage
     /// loops (or their batch forms) against wharf and a peer endpoint with the same settings.
     Sqs(sqs::SqsArgs),
+    /// SNS Publish to a topic with SQS subscriptions (raw delivery), with and without a filter
+    /// policy on every subscription, against wharf and a peer endpoint in the same run.
+    Sns(sns::SnsArgs),
     /// AMQP 0-9-1 with pipelined raw frames: transient, durable-with-confirms and fan-out
     /// scenarios against wharf and a peer broker (RabbitMQ) in the same run.
     Amqp(amqp::AmqpArgs),
@@ -98,6 +102,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Recovery(args) => startup::recovery(args),
         BenchCommand::Load(args) => load::run(args),
         BenchCommand::Sqs(args) => sqs::run(args),
+        BenchCommand::Sns(args) => sns::run(args),
         BenchCommand::Amqp(args) => amqp::run(args),
     }
 }

@@ -1,1 +1,0 @@
-//! In-process tests of the SNS front end over an in-memory engine.
