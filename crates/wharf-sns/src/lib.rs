@@ -353,4 +353,3 @@ fn error_response(e: &SnsError, request_id: &str) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     xml(status, wire::error(e, request_id), request_id)
 }
-

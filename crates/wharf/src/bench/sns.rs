@@ -68,7 +68,7 @@ enum Api {
 impl Connection {
     async fn call(&mut self, api: &Api, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         for attempt in 0..2 {
-            if !self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
+            if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
                 let stream = tokio::net::TcpStream::connect(&self.endpoint.addr)
                     .await
                     .with_context(|| format!("connect {}", self.endpoint.addr))?;
@@ -125,7 +125,7 @@ impl Connection {
 
     async fn sqs(&mut self, action: &'static str, input: Value) -> anyhow::Result<Value> {
         let answer = self.ok(Api::Sqs(action), input.to_string()).await?;
-        Ok(serde_json::from_slice(&answer).with_context(|| format!("{action} answer"))?)
+        serde_json::from_slice(&answer).with_context(|| format!("{action} answer"))
     }
 }
 
@@ -159,8 +159,12 @@ struct Setup {
 
 async fn setup(c: &mut Connection, args: &SnsArgs, filtered: bool) -> anyhow::Result<Setup> {
     let name = format!("wharf-bench-{}-{}", std::process::id(), unique_suffix());
-    let answer = c.ok(Api::Sns, form(&[("Action", "CreateTopic"), ("Version", "2010-03-31"), ("Name", &name)])).await?;
-    let topic = xml_text(&String::from_utf8_lossy(&answer), "TopicArn").context("CreateTopic: no TopicArn")?.to_owned();
+    let answer = c
+        .ok(Api::Sns, form(&[("Action", "CreateTopic"), ("Version", "2010-03-31"), ("Name", &name)]))
+        .await?;
+    let topic = xml_text(&String::from_utf8_lossy(&answer), "TopicArn")
+        .context("CreateTopic: no TopicArn")?
+        .to_owned();
     let mut queues = Vec::new();
     for i in 0..args.subscriptions {
         let out = c.sqs("CreateQueue", json!({"QueueName": format!("{name}-{i}")})).await?;
@@ -191,7 +195,10 @@ async fn queued(c: &mut Connection, queues: &[String]) -> anyhow::Result<u64> {
     let mut total = 0;
     for url in queues {
         let out = c
-            .sqs("GetQueueAttributes", json!({"QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]}))
+            .sqs(
+                "GetQueueAttributes",
+                json!({"QueueUrl": url, "AttributeNames": ["ApproximateNumberOfMessages"]}),
+            )
             .await?;
         total += out["Attributes"]["ApproximateNumberOfMessages"]
             .as_str()
@@ -289,7 +296,9 @@ async fn measure(args: &SnsArgs, url: &str, filtered: bool) -> anyhow::Result<Re
         }
     }
     // Leave nothing behind on a durable server.
-    let _ = control.ok(Api::Sns, form(&[("Action", "DeleteTopic"), ("Version", "2010-03-31"), ("TopicArn", &s.topic)])).await;
+    let _ = control
+        .ok(Api::Sns, form(&[("Action", "DeleteTopic"), ("Version", "2010-03-31"), ("TopicArn", &s.topic)]))
+        .await;
     for url in &s.queues {
         let _ = control.sqs("DeleteQueue", json!({"QueueUrl": url})).await;
     }
