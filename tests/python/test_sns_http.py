@@ -232,3 +232,86 @@ def test_authentication_keeps_the_links_open(tmp_path):
     finally:
         s.stop()
         endpoint.close()
+
+
+def test_kill_9_loses_no_accepted_publish():
+    """Publishers run flat out against a topic with two SQS subscriptions and one HTTP
+    subscription whose endpoint is failing; the server is killed with SIGKILL mid-stream. After
+    a restart every Publish that was answered is in both queues and reaches the endpoint."""
+    endpoint = Endpoint()
+    with tempfile.TemporaryDirectory() as d:
+        s = Server(storage=["--data-dir", d])
+        accepted = []
+        try:
+            sns, sqs = sns_client(s), sqs_client(s)
+            topic = sns.create_topic(Name="crash")["TopicArn"]
+            urls = []
+            for raw in ("true", "false"):
+                url = sqs.create_queue(QueueName=f"crash-{raw}")["QueueUrl"]
+                arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+                sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": raw})
+                urls.append(url)
+            policy = {"healthyRetryPolicy": {"numRetries": 50, "minDelayTarget": 1, "maxDelayTarget": 1}}
+            subscribe_confirmed(sns, endpoint, topic, {"DeliveryPolicy": json.dumps(policy), "RawMessageDelivery": "true"})
+            endpoint.statuses = [500] * 100_000
+            stop = threading.Event()
+
+            def publish(worker):
+                client = sns_client(s)
+                i = 0
+                while not stop.is_set():
+                    body = f"{worker}-{i}"
+                    try:
+                        client.publish(TopicArn=topic, Message=body)
+                    except Exception:
+                        return  # the server is gone: this one was not accepted
+                    with endpoint.lock:
+                        accepted.append(body)
+                    i += 1
+
+            threads = [threading.Thread(target=publish, args=(w,)) for w in range(4)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while len(accepted) < 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            s.kill()  # SIGKILL while publishes are in flight
+            stop.set()
+            for t in threads:
+                t.join()
+        except BaseException:
+            s.kill()
+            raise
+        assert len(accepted) >= 200, "too few publishes before the kill"
+        with endpoint.lock:
+            endpoint.statuses = []
+            endpoint.requests.clear()
+        s = Server(storage=["--data-dir", d])
+        try:
+            sqs = sqs_client(s)
+            for url in urls:
+                url = sqs.get_queue_url(QueueName=url.rsplit("/", 1)[1])["QueueUrl"]
+                bodies = set()
+                while True:
+                    batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+                    if not batch:
+                        break
+                    for m in batch:
+                        body = m["Body"]
+                        bodies.add(body if not body.startswith("{") else json.loads(body)["Message"])
+                    sqs.delete_message_batch(QueueUrl=url, Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+                missing = set(accepted) - bodies
+                assert not missing, f"{url}: {len(missing)} accepted publishes lost, e.g. {sorted(missing)[:5]}"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with endpoint.lock:
+                    posted = {r["body"] for r in endpoint.requests}
+                if set(accepted) <= posted:
+                    break
+                time.sleep(0.2)
+            missing = set(accepted) - posted
+            assert not missing, f"HTTP endpoint: {len(missing)} accepted publishes never delivered"
+        finally:
+            s.stop()
+            endpoint.close()
