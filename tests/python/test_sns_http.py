@@ -1,10 +1,12 @@
-"""HTTP subscriptions against a real local endpoint: the SubscriptionConfirmation POST (signed,
+"""HTTP and HTTPS subscriptions against a real local endpoint: the SubscriptionConfirmation POST (signed,
 with a Token and a SubscribeURL that points back at wharf), confirming by following the URL,
 Notification POSTs with AWS's headers (raw and enveloped), retries per DeliveryPolicy, the
 subscription's dead-letter queue when retries run out, a restart in the middle of retries, the
 UnsubscribeURL, and SigV4 authentication with the unsigned links still working."""
 
+import ipaddress
 import json
+import ssl
 import tempfile
 import threading
 import time
@@ -72,7 +74,8 @@ def endpoint():
 
 
 def subscribe_confirmed(sns, endpoint, topic, attributes=None):
-    arn = sns.subscribe(TopicArn=topic, Protocol="http", Endpoint=endpoint.url, Attributes=attributes or {},
+    protocol = endpoint.url.split(":", 1)[0]
+    arn = sns.subscribe(TopicArn=topic, Protocol=protocol, Endpoint=endpoint.url, Attributes=attributes or {},
                         ReturnSubscriptionArn=True)["SubscriptionArn"]
     [conf] = endpoint.wait(1, kind="SubscriptionConfirmation")
     body = json.loads(conf["body"])
@@ -315,3 +318,91 @@ def test_kill_9_loses_no_accepted_publish():
         finally:
             s.stop()
             endpoint.close()
+
+
+def private_ca(tmp_path):
+    """A private CA and a certificate it signed for 127.0.0.1: (CA file, cert file, key file)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject, issuer, public_key, signing_key, *extensions):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wharf test CA")])
+    leaf_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wharf test endpoint")])
+    ca = certificate(ca_name, ca_name, ca_key.public_key(), ca_key,
+                     (x509.BasicConstraints(ca=True, path_length=0), True),
+                     (x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                    crl_sign=True, encipher_only=False, decipher_only=False), True))
+    leaf = certificate(leaf_name, ca_name, leaf_key.public_key(), ca_key,
+                       (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+                       (x509.BasicConstraints(ca=False, path_length=None), True))
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "endpoint.pem", tmp_path / "endpoint.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    return ca_file, cert_file, key_file
+
+
+class HttpsEndpoint(Endpoint):
+    """The recording endpoint behind TLS, with a certificate from a private CA."""
+
+    def __init__(self, cert_file, key_file):
+        super().__init__()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = self.url.replace("http://", "https://")
+
+
+def test_https_endpoint_with_a_trusted_ca(tmp_path):
+    """An https subscription: the confirmation and the notification arrive over TLS when the
+    endpoint's certificate is trusted (here through --sns-https-ca-file); an endpoint whose
+    certificate is not trusted gets nothing, as with AWS."""
+    ca_file, cert_file, key_file = private_ca(tmp_path)
+    trusted, untrusted = HttpsEndpoint(cert_file, key_file), HttpsEndpoint(cert_file, key_file)
+    config = tmp_path / "wharf.toml"
+    config.write_text(f'sns_https_ca_file = "{ca_file}"\n')
+    s = Server(config=config)
+    plain = Server()
+    try:
+        sns = sns_client(s)
+        topic = sns.create_topic(Name="tls")["TopicArn"]
+        arn, conf = subscribe_confirmed(sns, trusted, topic)
+        assert arn.startswith(topic + ":")
+        verify_sns_signature(json.loads(conf["body"]))
+        sns.publish(TopicArn=topic, Message="over tls")
+        [note] = trusted.wait(1, kind="Notification")
+        assert json.loads(note["body"])["Message"] == "over tls"
+        assert note["headers"]["x-amz-sns-subscription-arn"] == arn
+
+        # The same endpoint, but a server that does not trust its certificate.
+        other = sns_client(plain)
+        topic = other.create_topic(Name="tls")["TopicArn"]
+        other.subscribe(TopicArn=topic, Protocol="https", Endpoint=untrusted.url)
+        time.sleep(1.5)
+        assert untrusted.requests == [], "delivered to an endpoint with an untrusted certificate"
+        # A malformed https endpoint is refused at Subscribe.
+        with pytest.raises(ClientError) as e:
+            other.subscribe(TopicArn=topic, Protocol="https", Endpoint="http://127.0.0.1/x")
+        assert e.value.response["Error"]["Code"] == "InvalidParameter"
+    finally:
+        s.stop()
+        plain.stop()
+        trusted.close()
+        untrusted.close()

@@ -247,7 +247,7 @@ def test_subscribe_errors_and_unsupported(sns, sqs):
         ("sqs", "not-an-arn", "Invalid parameter: SQS endpoint ARN"),
         ("sqs", fifo_q, "FIFO SQS Queues can not be subscribed to standard SNS topics"),
         ("http", "https://example.com/", "Invalid parameter: Endpoint must match the specified protocol"),
-        ("https", "https://example.com/", "https needs a TLS client"),
+        ("https", "http://example.com/", "Invalid parameter: Endpoint must match the specified protocol"),
         ("email", "someone@example.com", "email delivery needs an SMTP relay"),
         ("sms", "+15555550100", "wharf does not deliver to sms endpoints"),
         ("lambda", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:f", "wharf does not deliver to lambda endpoints"),

@@ -682,16 +682,14 @@ impl Sns {
                     ));
                 }
             }
-            "http" => {
-                if !endpoint.starts_with("http://") || endpoint.len() <= "http://".len() {
+            "http" | "https" => {
+                let scheme = format!("{protocol}://");
+                let valid = endpoint.starts_with(&scheme)
+                    && endpoint.len() > scheme.len()
+                    && endpoint.parse::<hyper::Uri>().is_ok_and(|u| u.host().is_some());
+                if !valid {
                     return Err(SnsError::param("Endpoint must match the specified protocol"));
                 }
-            }
-            "https" => {
-                return Err(SnsError::param(
-                    "Protocol Reason: wharf delivers to plain http:// endpoints only; https needs a TLS \
-                     client it does not include (subscribe an http:// endpoint, e.g. behind a local proxy)",
-                ))
             }
             "email" | "email-json" => {
                 if !valid_email(endpoint) {

@@ -13,6 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Map, Value};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 use wharf_core::{
     HeaderValue, Headers, Message, Properties, Queue, QueueSettings, ReceiveRequest, SendOptions,
 };
@@ -244,7 +246,8 @@ impl Sns {
         let kind = header_text(&message.headers, H_TYPE).unwrap_or("Notification");
         let uri: hyper::Uri = def.endpoint.parse().map_err(|e| format!("bad endpoint: {e}"))?;
         let host = uri.host().ok_or("endpoint has no host")?.trim_matches(['[', ']']).to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_else(|| host.clone());
         let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
         let content_type = if kind == "Notification" {
@@ -270,15 +273,16 @@ impl Sns {
             let stream = tokio::net::TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            if https {
+                let name = ServerName::try_from(host.clone()).map_err(|e| format!("TLS server name: {e}"))?;
+                let tls = TlsConnector::from(self.tls.clone())
+                    .connect(name, stream)
                     .await
-                    .map_err(|e| format!("handshake: {e}"))?;
-            tokio::spawn(conn);
-            let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
-            let status = resp.status();
-            let _ = resp.into_body().collect().await;
-            Ok::<_, String>(status)
+                    .map_err(|e| format!("TLS: {e}"))?;
+                exchange(tls, req).await
+            } else {
+                exchange(stream, req).await
+            }
         };
         let status =
             tokio::time::timeout(HTTP_TIMEOUT, exchange).await.map_err(|_| "timed out".to_owned())??;
@@ -339,4 +343,19 @@ impl Sns {
             .map(|_| ())
             .map_err(|e| format!("SMTP: {e}"))
     }
+}
+
+/// One HTTP/1.1 request on a fresh connection (plain or TLS); the answer's status.
+async fn exchange<S>(io: S, req: hyper::Request<Full<Bytes>>) -> Result<hyper::StatusCode, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let status = resp.status();
+    let _ = resp.into_body().collect().await;
+    Ok(status)
 }

@@ -12,6 +12,7 @@
 mod actions;
 mod delivery;
 mod error;
+mod https;
 mod model;
 mod policy;
 mod publish;
@@ -120,6 +121,8 @@ pub struct SnsConfig {
     /// Where the signing key and certificate are kept (None: a new pair each start).
     pub key_dir: Option<PathBuf>,
     pub smtp: Option<SmtpConfig>,
+    /// PEM file of CA certificates trusted for `https` endpoints besides the system's roots.
+    pub https_ca_file: Option<PathBuf>,
 }
 
 impl Default for SnsConfig {
@@ -132,6 +135,7 @@ impl Default for SnsConfig {
             public_url: "http://127.0.0.1:9324".to_owned(),
             key_dir: None,
             smtp: None,
+            https_ca_file: None,
         }
     }
 }
@@ -147,6 +151,8 @@ pub struct Sns {
     pub(crate) config: SnsConfig,
     pub(crate) state: RwLock<model::State>,
     pub(crate) signer: Arc<signing::Signer>,
+    /// TLS settings shared by every https delivery.
+    pub(crate) tls: Arc<tokio_rustls::rustls::ClientConfig>,
     pub(crate) fifo: Mutex<HashMap<String, FifoState>>,
     pub(crate) workers: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     pub(crate) me: Weak<Sns>,
@@ -165,11 +171,13 @@ impl Sns {
             None => model::State::default(),
         };
         let signer = signing::Signer::new(config.key_dir.clone());
+        let tls = https::client_config(config.https_ca_file.as_deref()).map_err(SnsError::internal)?;
         let sns = Arc::new_cyclic(|me| Sns {
             broker,
             config,
             state: RwLock::new(state),
             signer,
+            tls,
             fifo: Mutex::new(HashMap::new()),
             workers: Mutex::new(HashMap::new()),
             me: me.clone(),

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// From address of SNS email [default: no-reply@sns.wharf.local].
     #[arg(long, env = "WHARF_SNS_EMAIL_FROM", value_name = "ADDRESS")]
     pub sns_email_from: Option<String>,
+    /// PEM file of CA certificates SNS trusts for https endpoints, besides the system's roots
+    /// (a private CA, or a test endpoint's self-signed certificate) [default: none].
+    #[arg(long, env = "WHARF_SNS_HTTPS_CA_FILE", value_name = "PATH")]
+    pub sns_https_ca_file: Option<PathBuf>,
 }
 
 /// The config file. Unknown keys are errors: a typo must not be silently ignored.
@@ -129,6 +133,7 @@ pub struct ConfigFile {
     pub sns_public_url: Option<String>,
     pub sns_smtp_relay: Option<String>,
     pub sns_email_from: Option<String>,
+    pub sns_https_ca_file: Option<PathBuf>,
     /// `[credentials]`: access key id = "secret access key". Any keys at all make SigV4
     /// required on the SQS listener.
     pub credentials: Option<BTreeMap<String, String>>,
@@ -273,6 +278,7 @@ pub struct Settings {
     /// address at start), and the SMTP relay for email subscriptions.
     pub sns_public_url: Option<String>,
     pub sns_smtp: Option<wharf_sns::SmtpConfig>,
+    pub sns_https_ca_file: Option<PathBuf>,
     pub queues: Vec<QueueDecl>,
     pub exchanges: Vec<ExchangeDecl>,
     pub bindings: Vec<BindingDecl>,
@@ -429,6 +435,7 @@ impl Settings {
             sqs,
             sns_public_url,
             sns_smtp,
+            sns_https_ca_file: args.sns_https_ca_file.or(file.sns_https_ca_file),
             queues: file.queues,
             exchanges: file.exchanges,
             bindings: file.bindings,

@@ -167,6 +167,7 @@ fn sns_config(settings: &Settings, http: SocketAddr) -> wharf_sns::SnsConfig {
             Storage::Disk { dir, .. } => Some(dir.join("sns")),
         },
         smtp: settings.sns_smtp.clone(),
+        https_ca_file: settings.sns_https_ca_file.clone(),
     }
 }
 
