@@ -260,7 +260,7 @@ impl Channel {
                 then: AfterDurable::Confirm(*seq),
             };
             *seq += 1;
-            let _ = ctx.durable_jobs.send(job);
+            ctx.durable_jobs.push_back(job);
         }
         Ok(())
     }
@@ -692,7 +692,7 @@ impl Channel {
                     durable: Some(durable),
                     then: AfterDurable::CommitOk,
                 };
-                let _ = ctx.durable_jobs.send(job);
+                ctx.durable_jobs.push_back(job);
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {

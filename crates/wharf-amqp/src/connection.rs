@@ -3,7 +3,7 @@
 //! to read never stops this loop from reading (and a client that writes while it is not
 //! reading cannot deadlock against us).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 use wharf_core::VHost;
-use wharf_store::Durable;
+use wharf_store::{Durable, SyncWatermark};
 
 use crate::channel::Channel;
 use crate::codec::{self, RawFrame, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_MIN_SIZE};
@@ -39,7 +39,7 @@ pub(crate) enum AfterDurable {
     CommitOk,
 }
 
-/// A wait for durability, run in order by the connection's confirmer task. `durable: None`
+/// A wait for durability, settled in publish order by the connection loop. `durable: None`
 /// means the publish was refused (a publisher nack).
 pub(crate) struct DurableJob {
     pub channel: u16,
@@ -58,7 +58,10 @@ pub(crate) struct Ctx {
     /// Pending output; handed to the writer after each batch of work.
     pub out: Vec<u8>,
     pub events: mpsc::UnboundedSender<Event>,
-    pub durable_jobs: mpsc::UnboundedSender<DurableJob>,
+    /// Waits for durability, oldest first; the loop settles them as the store's watermark
+    /// moves, with no task in between (a hop per confirm batch was most of the latency left
+    /// after the disk's).
+    pub durable_jobs: VecDeque<DurableJob>,
     /// The client understands a server-sent basic.cancel.
     pub cancel_notify: bool,
     /// This connection has published: the publisher alarm applies to it.
@@ -121,8 +124,6 @@ where
     info!(%peer, user = %session.user.name(), vhost = %session.vhost.name(), "AMQP connection open");
 
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-    let confirmer = tokio::spawn(confirm_loop(jobs_rx, events_tx.clone()));
     let mut conn = Connection {
         ctx: Ctx {
             shared: shared.clone(),
@@ -132,7 +133,7 @@ where
             frame_max: session.frame_max,
             out: Vec::new(),
             events: events_tx,
-            durable_jobs: jobs_tx,
+            durable_jobs: VecDeque::new(),
             cancel_notify: session.cancel_notify,
             published: false,
         },
@@ -154,6 +155,8 @@ where
     let mut alarm = shared.alarm.clone();
     // connection.blocked was sent and not yet undone by connection.unblocked.
     let mut told_blocked = false;
+    // The store's watermark, once a publish waits on it.
+    let mut watermark = None;
 
     loop {
         // A publisher under the alarm is not read from: TCP pushes back on it, as RabbitMQ does.
@@ -175,8 +178,8 @@ where
                         Err(_) => break,
                     }
                 }
-                conn.flush_confirms();
             }
+            () = watermark_moved(&mut watermark), if !conn.ctx.durable_jobs.is_empty() => {}
             _ = ticker.tick() => {
                 if blocked {
                     // Not reading is our doing: the client is not silent.
@@ -211,6 +214,7 @@ where
                 conn.close_connection(e);
             }
         }
+        conn.settle_durable_jobs(&mut watermark);
         if !conn.ctx.out.is_empty() {
             wrote_since_tick = true;
             if out_tx.send(std::mem::take(&mut conn.ctx.out)).is_err() {
@@ -223,7 +227,6 @@ where
         }
     }
     conn.shutdown();
-    confirmer.abort();
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
     info!(%peer, "AMQP connection closed");
@@ -241,17 +244,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Unbounde
     let _ = writer.shutdown().await;
 }
 
-/// Waits for durability in publish order and reports each result back to the loop.
-async fn confirm_loop(mut jobs: mpsc::UnboundedReceiver<DurableJob>, events: mpsc::UnboundedSender<Event>) {
-    while let Some(job) = jobs.recv().await {
-        let ok = match job.durable {
-            Some(durable) => durable.wait().await.is_ok(),
-            None => false,
-        };
-        let event = Event::Durable { channel: job.channel, serial: job.serial, then: job.then, ok };
-        if events.send(event).is_err() {
-            return;
-        }
+/// Resolves when the store's watermark moves (never while there is none to watch, or once the
+/// store is gone: the jobs are then settled by the watermark's final state).
+async fn watermark_moved(watermark: &mut Option<watch::Receiver<SyncWatermark>>) {
+    let moved = match watermark {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => false,
+    };
+    if !moved {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -685,6 +686,33 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Settle, oldest first, every durability wait that is over (confirms, nacks, commit-oks),
+    /// then send each channel's confirms as one `multiple` ack. Stops at the first write not yet
+    /// durable, keeping publish order; `watermark` is then what the loop waits on.
+    fn settle_durable_jobs(&mut self, watermark: &mut Option<watch::Receiver<SyncWatermark>>) {
+        if let Some(rx) = watermark.as_mut() {
+            // Seen from here on: a move after this wakes the loop again.
+            rx.borrow_and_update();
+        }
+        while let Some(job) = self.ctx.durable_jobs.front() {
+            let ok = match &job.durable {
+                None => false,
+                Some(durable) => match durable.check() {
+                    Some(result) => result.is_ok(),
+                    None => {
+                        if watermark.is_none() {
+                            *watermark = durable.watermark();
+                        }
+                        break;
+                    }
+                },
+            };
+            let job = self.ctx.durable_jobs.pop_front().expect("the front job exists");
+            self.on_event(Event::Durable { channel: job.channel, serial: job.serial, then: job.then, ok });
+        }
+        self.flush_confirms();
     }
 
     fn flush_confirms(&mut self) {

@@ -134,6 +134,26 @@ impl Durable {
         }
     }
 
+    /// Where the write stands now, without waiting: `None` while it is not yet durable,
+    /// `Some(Err)` if the store failed before it became durable.
+    pub fn check(&self) -> Option<Result<()>> {
+        let Some(rx) = &self.watermark else {
+            return Some(Ok(()));
+        };
+        let state = rx.borrow();
+        if state.synced >= self.lsn {
+            Some(Ok(()))
+        } else {
+            state.failed.as_ref().map(|reason| Err(StoreError::SyncFailed(reason.to_string())))
+        }
+    }
+
+    /// The store's watermark this promise waits on (`None` when already durable): one receiver
+    /// can watch over many promises, which [`Durable::check`] then settles in order.
+    pub fn watermark(&self) -> Option<watch::Receiver<SyncWatermark>> {
+        self.watermark.clone()
+    }
+
     /// Wait until the write is durable.
     // Not an `async fn`: the explicit `+ Send` is part of the contract callers rely on.
     #[allow(clippy::manual_async_fn)]

@@ -77,10 +77,21 @@ fn kill_9_loses_nothing_confirmed() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (first_lines, started) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.push(line);
+                if lines.len() == 40 {
+                    let _ = first_lines.send(());
+                }
+            }
+            lines
         });
-        std::thread::sleep(Duration::from_millis(400 + 150 * round));
+        // Kill once the child is well under way (its start-up is slow on a loaded machine),
+        // at a different point in each round.
+        let _ = started.recv_timeout(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(200 + 150 * round));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let lines = reader.join().unwrap();
