@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{SnsError, SnsResult};
+use wharf_sqs::xml_escape as escape;
 
 pub const XML_NAMESPACE: &str = "http://sns.amazonaws.com/doc/2010-03-31/";
 
@@ -99,20 +100,6 @@ impl Params {
 }
 
 // ---- XML answers -------------------------------------------------------------------------
-
-pub fn escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
-        }
-    }
-}
 
 /// An XML element tree for one action's result, written once at the end.
 #[derive(Clone, Debug)]

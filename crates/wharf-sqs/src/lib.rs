@@ -31,7 +31,7 @@ pub use actions::{queue_name_from_url, valid_queue_name, ACTIONS};
 pub use auth::Credentials;
 pub use digest::{md5_hex, md5_of_attributes, DigestValue};
 pub use error::{ErrorCode, SqsError};
-pub use wire::parse_form;
+pub use wire::{parse_form, xml_escape};
 
 use crate::actions::{RequestContext, Sqs};
 use crate::wire::Params;

@@ -311,6 +311,7 @@ fn wrong_type(name: &str, what: &str) -> SqsError {
 
 // ---- Query (XML) responses ---------------------------------------------------------------
 
+/// Escape `s` as XML text or attribute content (the Query protocol answers of SQS and SNS).
 pub fn xml_escape(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {

@@ -44,8 +44,8 @@ use tokio::sync::watch;
 
 use crate::{Durable, FsyncMode, Result, StoreError, SyncWatermark};
 
-/// At most this many `fdatasync`s of one round run at the same time (the sync thread and
-/// helpers it starts for the round).
+/// At most this many `fdatasync`s of one round run at the same time (the sync thread and its
+/// helper threads).
 const MAX_PARALLEL_SYNCS: usize = 8;
 
 /// A test hook called with each path just before it is synced; an `Err` is treated exactly like
@@ -224,8 +224,9 @@ impl SyncShared {
         self.round_done.notify_all();
     }
 
-    /// One sync thread's loop.
-    fn run(&self) {
+    /// One sync thread's loop. It owns the round's helper threads: they stop when it returns.
+    fn run(self: &Arc<Self>) {
+        let mut helpers = SyncHelpers::new(self.clone());
         let mut next_interval_sync = match self.mode {
             FsyncMode::Interval(d) => Some(Instant::now() + d),
             _ => None,
@@ -283,7 +284,7 @@ impl SyncShared {
                 // Every file taken is synced, even when `target` did not move: a directory
                 // queued for a new segment whose first write then failed carries no LSN of its
                 // own, and dropping it unsynced would leave the segment's name volatile.
-                if let Err(reason) = self.sync_round(&dirty) {
+                if let Err(reason) = helpers.sync_round(&dirty) {
                     self.fail(&reason);
                 }
             }
@@ -305,36 +306,6 @@ impl SyncShared {
                 return;
             }
         }
-    }
-
-    /// Sync every file of a round, several at once when there are several (a queue's segment
-    /// and ack files; every queue a fan-out wrote to). The device overlaps concurrent syncs, and
-    /// a round's length is what every waiting confirm pays: an SNS publish to 10 queues went
-    /// from about 2,200 to 3,900 publishes/s with them (`wharf bench sns`, ext4), while one
-    /// queue's rounds measured the same either way. The round still ends only when all of them
-    /// have completed.
-    fn sync_round(&self, files: &[Arc<SyncFile>]) -> std::result::Result<(), String> {
-        let sync_chunk = |chunk: &[Arc<SyncFile>]| {
-            chunk.iter().try_for_each(|file| {
-                self.sync_file(file).map_err(|e| format!("fdatasync of {} failed: {e}", file.path.display()))
-            })
-        };
-        if files.len() <= 1 {
-            return sync_chunk(files);
-        }
-        let per_thread = files.len().div_ceil(MAX_PARALLEL_SYNCS);
-        std::thread::scope(|scope| {
-            let mut chunks = files.chunks(per_thread);
-            let mine = chunks.next().unwrap_or_default();
-            let helpers: Vec<_> = chunks.map(|chunk| scope.spawn(move || sync_chunk(chunk))).collect();
-            let mut result = sync_chunk(mine);
-            for helper in helpers {
-                let outcome =
-                    helper.join().unwrap_or_else(|_| Err("a sync helper thread panicked".to_owned()));
-                result = result.and(outcome);
-            }
-            result
-        })
     }
 
     fn published(&self) -> u64 {
@@ -400,6 +371,89 @@ pub(crate) struct SyncCounters {
     pub(crate) rounds: u64,
     pub(crate) fsync_seconds_total: f64,
     pub(crate) fsync_seconds_max: f64,
+}
+
+/// Syncs a round's files several at once when there are several (a queue's segment and ack
+/// files; every queue a fan-out wrote to). The device overlaps concurrent syncs, and a round's
+/// length is what every waiting confirm pays: an SNS publish to 10 queues went from about 2,200
+/// to 3,900 publishes/s with them (`wharf bench sns`, ext4). The round still ends only when all
+/// of them have completed.
+///
+/// The helpers are threads kept for the sync thread's lifetime, started the first time a round
+/// needs them: starting a thread per round was ~2% of the SQS path's CPU and part of every
+/// round's length.
+struct SyncHelpers {
+    shared: Arc<SyncShared>,
+    /// One channel per helper thread, carrying the files it is to sync.
+    helpers: Vec<std::sync::mpsc::Sender<Vec<Arc<SyncFile>>>>,
+    results_tx: std::sync::mpsc::Sender<std::result::Result<(), String>>,
+    results: std::sync::mpsc::Receiver<std::result::Result<(), String>>,
+}
+
+impl SyncHelpers {
+    fn new(shared: Arc<SyncShared>) -> Self {
+        let (results_tx, results) = std::sync::mpsc::channel();
+        SyncHelpers { shared, helpers: Vec::new(), results_tx, results }
+    }
+
+    fn sync_round(&mut self, files: &[Arc<SyncFile>]) -> std::result::Result<(), String> {
+        let per_thread = files.len().div_ceil(MAX_PARALLEL_SYNCS).max(1);
+        let mut chunks = files.chunks(per_thread);
+        let mine = chunks.next().unwrap_or_default();
+        let mut handed_out = 0;
+        let mut result = Ok(());
+        for chunk in chunks {
+            match self.hand_out(handed_out, chunk.to_vec()) {
+                Ok(()) => handed_out += 1,
+                // No helper: sync it here, one after the other.
+                Err(files) => result = result.and(sync_files(&self.shared, &files)),
+            }
+        }
+        result = result.and(sync_files(&self.shared, mine));
+        for _ in 0..handed_out {
+            let outcome =
+                self.results.recv().unwrap_or_else(|_| Err("a sync helper thread is gone".to_owned()));
+            result = result.and(outcome);
+        }
+        result
+    }
+
+    /// Give `files` to helper `i`, starting it if needed; hands them back if there is none.
+    fn hand_out(
+        &mut self,
+        i: usize,
+        files: Vec<Arc<SyncFile>>,
+    ) -> std::result::Result<(), Vec<Arc<SyncFile>>> {
+        if i == self.helpers.len() {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Arc<SyncFile>>>();
+            let shared = self.shared.clone();
+            let results = self.results_tx.clone();
+            let started =
+                std::thread::Builder::new().name("wharf-store-sync-helper".into()).spawn(move || {
+                    // Ends when the sync thread drops its end of the channel.
+                    while let Ok(files) = rx.recv() {
+                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            sync_files(&shared, &files)
+                        }))
+                        .unwrap_or_else(|_| Err("a sync helper thread panicked".to_owned()));
+                        if results.send(outcome).is_err() {
+                            return;
+                        }
+                    }
+                });
+            if started.is_err() {
+                return Err(files);
+            }
+            self.helpers.push(tx);
+        }
+        self.helpers[i].send(files).map_err(|returned| returned.0)
+    }
+}
+
+fn sync_files(shared: &SyncShared, files: &[Arc<SyncFile>]) -> std::result::Result<(), String> {
+    files.iter().try_for_each(|file| {
+        shared.sync_file(file).map_err(|e| format!("fdatasync of {} failed: {e}", file.path.display()))
+    })
 }
 
 /// Owns the sync thread; stopping it is `close`, which `Drop` calls.
