@@ -18,9 +18,11 @@ import test_amqp_pika as scenarios
 from conftest import free_ports
 from test_amqp_pika import ch, conn  # noqa: F401  (fixtures the scenarios use)
 
-RABBITMQ = shutil.which("rabbitmq-server") or (
-    "/usr/sbin/rabbitmq-server" if os.path.exists("/usr/sbin/rabbitmq-server") else None
-)
+# The server script itself, not Debian's /usr/sbin wrapper: the wrapper switches to the rabbitmq
+# user in a new session, out of the process group the fixture stops, and the node outlived the
+# suite. The pid file below stops the node whichever script started it.
+_DIRECT = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+RABBITMQ = _DIRECT if os.path.exists(_DIRECT) else shutil.which("rabbitmq-server")
 
 # Scenario (or scenario[case]) → why RabbitMQ differs. wharf's behaviour is the deliberate one.
 DIFFERENCES = {
@@ -81,6 +83,7 @@ def server():
         RABBITMQ_MNESIA_BASE=os.path.join(home, "mnesia"),
         RABBITMQ_LOG_BASE=os.path.join(home, "log"),
         RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(home, "enabled_plugins"),
+        RABBITMQ_PID_FILE=os.path.join(home, "pid"),
     )
     proc = subprocess.Popen(
         [RABBITMQ],
@@ -97,15 +100,38 @@ def server():
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
+                stop_node(proc, home)
                 pytest.skip("rabbitmq-server is installed but its node did not start here")
             time.sleep(0.2)
     yield Peer(port)
-    os.killpg(proc.pid, signal.SIGTERM)
+    stop_node(proc, home)
+
+
+def stop_node(proc, home):
+    """Stop the script's process group and the node named in its pid file, then remove home."""
+    node = None
+    try:
+        with open(os.path.join(home, "pid")) as f:
+            node = int(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    for pgid_or_pid, kill in ((proc.pid, os.killpg), (node, os.kill)):
+        if pgid_or_pid:
+            try:
+                kill(pgid_or_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    if node:
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{node}"):
+            if time.monotonic() > deadline:
+                os.kill(node, signal.SIGKILL)
+                break
+            time.sleep(0.1)
     shutil.rmtree(home, ignore_errors=True)
 
 
