@@ -71,7 +71,8 @@ def server():
         os.makedirs(os.path.join(home, sub), mode=0o777)
         os.chmod(os.path.join(home, sub), 0o777)
     with open(os.path.join(home, "enabled_plugins"), "w") as f:
-        f.write("[].\n")
+        # The consistent-hash exchange is a plugin RabbitMQ ships (disabled by default).
+        f.write("[rabbitmq_consistent_hash_exchange].\n")
     os.chmod(os.path.join(home, "enabled_plugins"), 0o666)
     port, dist = free_ports(2)
     env = dict(

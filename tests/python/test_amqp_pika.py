@@ -244,6 +244,76 @@ def test_exchange_to_exchange_binding_and_alternate_exchange(ch):
     assert ch.basic_get(unrouted, auto_ack=True)[2] == b"via-alternate"
 
 
+def test_headers_exchange_any_and_the_with_x_variants(ch):
+    ex = uid("headers")
+    ch.exchange_declare(ex, "headers")
+    modes = ["all", "any", "all-with-x", "any-with-x"]
+    qs = {mode: uid(mode) for mode in modes}
+    for mode, q in qs.items():
+        ch.queue_declare(q)
+        ch.queue_bind(q, ex, arguments={"x-match": mode, "kind": "a", "x-tag": "t"})
+
+    def reached(headers):
+        ch.basic_publish(ex, "", b"m", pika.BasicProperties(headers=headers))
+        return {mode for mode, q in qs.items() if ch.basic_get(q, auto_ack=True)[0] is not None}
+
+    # all and any leave the binding's x- keys out of the match; the -with-x variants use them.
+    assert reached({"kind": "a"}) == {"all", "any", "any-with-x"}
+    assert reached({"x-tag": "t"}) == {"any-with-x"}
+    assert reached({"kind": "a", "x-tag": "t"}) == set(modes)
+    assert reached({"kind": "b", "x-tag": "other"}) == set()
+
+
+def test_consistent_hash_exchange_sends_each_routing_key_to_one_queue(ch):
+    ex, a, b = uid("hash"), uid("a"), uid("b")
+    ch.exchange_declare(ex, "x-consistent-hash")
+    for q in (a, b):
+        ch.queue_declare(q)
+        ch.queue_bind(q, ex, routing_key="1")  # the binding key is the queue's weight
+    keys = [f"order-{i}" for i in range(200)]
+    for key in keys + keys[:50]:
+        ch.basic_publish(ex, key, key.encode())
+    got = {q: [body for _, body in drain(ch, q, timeout=0.3)] for q in (a, b)}
+    assert len(got[a]) + len(got[b]) == 250
+    # Both queues get a share, and a key's repeats follow it to the same queue.
+    assert 30 < len(got[a]) < 220
+    assert not set(got[a]) & set(got[b])
+
+
+def test_auto_delete_exchange_goes_with_its_last_binding(conn):
+    ch = conn.channel()
+    ex, q1, q2 = uid("auto"), uid(), uid()
+    ch.exchange_declare(ex, "fanout", auto_delete=True)
+    for q in (q1, q2):
+        ch.queue_declare(q)
+        ch.queue_bind(q, ex)
+    ch.queue_unbind(q1, ex)
+    ch.exchange_declare(ex, "fanout", passive=True)
+    ch.queue_delete(q2)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.exchange_declare(ex, "fanout", passive=True)
+    assert closed_with(e) == (404, f"NOT_FOUND - no exchange '{ex}' in vhost '/'")
+
+
+def test_internal_exchange_refuses_publishes_and_routes_what_is_bound_to_it(conn):
+    ch = conn.channel()
+    front, inner, q = uid("front"), uid("inner"), uid()
+    ch.exchange_declare(inner, "fanout", internal=True)
+    ch.exchange_declare(front, "direct")
+    ch.exchange_bind(inner, front, "k")
+    ch.queue_declare(q)
+    ch.queue_bind(q, inner)
+    ch.basic_publish(front, "k", b"through")
+    assert get_eventually(ch, q, auto_ack=True)[2] == b"through"
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_publish(inner, "", b"straight in")
+        ch.queue_declare(q, passive=True)  # a synchronous call: the channel close arrives
+    assert closed_with(e) == (
+        403,
+        f"ACCESS_REFUSED - cannot publish to internal exchange '{inner}' in vhost '/'",
+    )
+
+
 def test_publisher_confirms_ack_and_nack_on_overflow(ch):
     q = uid()
     ch.queue_declare(q, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})

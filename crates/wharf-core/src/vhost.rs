@@ -202,11 +202,9 @@ impl VHost {
             }
             let durable = ex.settings.durable;
             st.exchanges.remove(name);
-            let gone = Destination::Exchange(name.to_owned());
-            for ex in st.exchanges.values_mut() {
-                ex.router.remove_destination(&gone);
-            }
-            durable
+            let auto_deleted_durable =
+                Self::remove_destination(&mut st, Destination::Exchange(name.to_owned()));
+            durable || auto_deleted_durable
         };
         if durable {
             self.save()?;
@@ -269,7 +267,11 @@ impl VHost {
                 .exchanges
                 .get_mut(exchange)
                 .ok_or_else(|| CoreError::not_found(ObjectKind::Exchange, exchange))?;
-            ex.router.unbind(binding)
+            let removed = ex.router.unbind(binding);
+            if removed {
+                Self::auto_delete_if_unbound(&mut st, exchange);
+            }
+            removed
         };
         if removed {
             self.save()?;
@@ -475,7 +477,7 @@ impl VHost {
     /// consumers; `if_empty`: refuse if it holds messages.
     pub fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool) -> Result<u64> {
         let _defs = self.shared.defs_lock.lock();
-        let q = {
+        let (q, definitions_changed) = {
             let mut st = self.state.write();
             let q =
                 st.queues.get(name).cloned().ok_or_else(|| CoreError::not_found(ObjectKind::Queue, name))?;
@@ -485,26 +487,72 @@ impl VHost {
             if if_empty && q.message_count() > 0 {
                 return Err(CoreError::precondition(ObjectKind::Queue, name, "not-empty", "queue not empty"));
             }
-            Self::unlink_queue(&mut st, name);
-            q
+            let definitions_changed = Self::unlink_queue(&mut st, name);
+            (q, definitions_changed)
         };
-        self.finish_delete(&q)
+        self.finish_delete(&q, definitions_changed)
     }
 
-    fn unlink_queue(st: &mut VHostState, name: &str) {
+    /// Take a queue out of the map and its bindings out of the exchanges; true when that
+    /// auto-deleted a durable exchange (the definitions must be saved).
+    fn unlink_queue(st: &mut VHostState, name: &str) -> bool {
         st.queues.remove(name);
-        let gone = Destination::Queue(name.to_owned());
-        for ex in st.exchanges.values_mut() {
-            ex.router.remove_destination(&gone);
+        Self::remove_destination(st, Destination::Queue(name.to_owned()))
+    }
+
+    /// Remove every binding to `gone`, then delete each auto-delete exchange that lost its last
+    /// binding that way, and so on through exchange-to-exchange bindings. True when a durable
+    /// exchange was deleted.
+    fn remove_destination(st: &mut VHostState, gone: Destination) -> bool {
+        let mut pending = vec![gone];
+        let mut durable_deleted = false;
+        while let Some(gone) = pending.pop() {
+            let mut unbound = Vec::new();
+            for (name, ex) in st.exchanges.iter_mut() {
+                if ex.router.remove_destination(&gone) > 0 {
+                    unbound.push(name.clone());
+                }
+            }
+            for name in unbound {
+                if let Some(durable) = Self::take_if_auto_delete(st, &name) {
+                    durable_deleted |= durable;
+                    pending.push(Destination::Exchange(name));
+                }
+            }
         }
+        durable_deleted
+    }
+
+    /// An exchange just lost a binding as a source: delete it if it is auto-delete and that was
+    /// its last one (as RabbitMQ does), with what that cascades to.
+    fn auto_delete_if_unbound(st: &mut VHostState, name: &str) {
+        if Self::take_if_auto_delete(st, name).is_some() {
+            Self::remove_destination(st, Destination::Exchange(name.to_owned()));
+        }
+    }
+
+    /// Remove `name` if it is an auto-delete exchange with no bindings left; `Some(durable)`
+    /// when it was removed.
+    fn take_if_auto_delete(st: &mut VHostState, name: &str) -> Option<bool> {
+        let ex = st.exchanges.get(name)?;
+        if !ex.settings.auto_delete || !ex.router.is_empty() || is_builtin(name) {
+            return None;
+        }
+        let durable = ex.settings.durable;
+        st.exchanges.remove(name);
+        info!(exchange = %name, "deleting auto-delete exchange: its last binding went");
+        Some(durable)
     }
 
     /// After a queue left the map: close it, forget its definition, remove its log (in that
     /// order, so a crash in between leaves an orphan log, never a definition without a log).
-    fn finish_delete(&self, q: &Arc<Queue>) -> Result<u64> {
+    /// `definitions_changed`: unlinking it also deleted a durable exchange.
+    fn finish_delete(&self, q: &Arc<Queue>, definitions_changed: bool) -> Result<u64> {
         let n = q.close(CancelReason::QueueDeleted);
-        if q.log().is_some() {
+        if q.log().is_some() || definitions_changed {
             self.save()?;
+        }
+        if q.log().is_some() {
             self.shared.store.remove_queue(q.id())?;
         }
         Ok(n)
@@ -513,15 +561,15 @@ impl VHost {
     /// Delete `q` if it is still this vhost's queue of that name (auto-delete, x-expires).
     pub(crate) fn delete_if_current(&self, q: &Arc<Queue>, why: &str) {
         let _defs = self.shared.defs_lock.lock();
-        {
+        let definitions_changed = {
             let mut st = self.state.write();
             match st.queues.get(q.name()) {
                 Some(current) if Arc::ptr_eq(current, q) => Self::unlink_queue(&mut st, q.name()),
                 _ => return,
             }
-        }
+        };
         info!(vhost = %self.name, queue = %q.name(), "deleting queue: {why}");
-        if let Err(e) = self.finish_delete(q) {
+        if let Err(e) = self.finish_delete(q, definitions_changed) {
             warn!(vhost = %self.name, queue = %q.name(), "deleting queue: {e}");
         }
     }
@@ -602,7 +650,8 @@ impl VHost {
                 .ok_or_else(|| CoreError::not_found(ObjectKind::Exchange, exchange))?;
             if ex.settings.internal {
                 return Err(CoreError::AccessRefused(format!(
-                    "cannot publish to internal exchange '{exchange}'"
+                    "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                    self.name
                 )));
             }
             Self::route(&st, exchange, &message)

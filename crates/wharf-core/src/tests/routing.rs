@@ -191,3 +191,51 @@ fn vhosts_are_isolated() {
     assert!(env.broker.vhost("other").is_err());
     assert!(matches!(env.broker.delete_vhost("/"), Err(CoreError::AccessRefused(_))));
 }
+
+#[test]
+fn auto_delete_exchanges_go_with_their_last_binding() {
+    let env = env();
+    let v = env.vhost();
+    setup(&env, &["a", "b"]);
+    let auto = || ExchangeSettings { auto_delete: true, ..ExchangeSettings::default() };
+    let exists = |name: &str| v.exchange(name).is_ok();
+
+    // Never bound: stays (RabbitMQ deletes only when a binding goes).
+    v.declare_exchange("lonely", ExchangeKind::Fanout, auto()).expect("declare");
+    assert!(exists("lonely"));
+
+    // Unbinding one of two bindings keeps it; the last unbind deletes it.
+    v.declare_exchange("unbound", ExchangeKind::Fanout, auto()).expect("declare");
+    v.bind_queue("unbound", "a", "", Headers::new()).expect("bind");
+    v.bind_queue("unbound", "b", "", Headers::new()).expect("bind");
+    assert!(v.unbind_queue("unbound", "a", "", Headers::new()).expect("unbind"));
+    assert!(exists("unbound"));
+    assert!(v.unbind_queue("unbound", "b", "", Headers::new()).expect("unbind"));
+    assert!(!exists("unbound"));
+
+    // Deleting the only bound queue deletes it, and that cascades: `upstream` (auto-delete)
+    // was bound only to `middle`, which is gone now; `plain` is not auto-delete and stays.
+    setup(&env, &["c"]);
+    v.declare_exchange("middle", ExchangeKind::Fanout, auto()).expect("declare");
+    v.declare_exchange("upstream", ExchangeKind::Fanout, auto()).expect("declare");
+    v.declare_exchange("plain", ExchangeKind::Fanout, ExchangeSettings::default()).expect("declare");
+    v.bind_queue("middle", "c", "", Headers::new()).expect("bind");
+    v.bind_exchange("middle", "upstream", "", Headers::new()).expect("e2e");
+    v.bind_exchange("middle", "plain", "", Headers::new()).expect("e2e");
+    v.delete_queue("c", false, false).expect("delete");
+    assert!(!exists("middle"));
+    assert!(!exists("upstream"));
+    assert!(exists("plain"));
+
+    // Deleting a destination exchange removes the source's last binding too.
+    v.declare_exchange("source", ExchangeKind::Fanout, auto()).expect("declare");
+    v.declare_exchange("sink", ExchangeKind::Fanout, ExchangeSettings::default()).expect("declare");
+    v.bind_exchange("sink", "source", "", Headers::new()).expect("e2e");
+    v.delete_exchange("sink", false).expect("delete");
+    assert!(!exists("source"));
+
+    // The built-in exchanges are never auto-deleted.
+    v.bind_queue("amq.fanout", "a", "", Headers::new()).expect("bind");
+    v.unbind_queue("amq.fanout", "a", "", Headers::new()).expect("unbind");
+    assert!(exists("amq.fanout"));
+}
