@@ -478,6 +478,12 @@ impl Queue {
         self.state.lock().settings.kind
     }
 
+    /// The connection this exclusive queue belongs to (without cloning the settings: the SQS
+    /// front end asks on every call).
+    pub fn exclusive_owner(&self) -> Option<crate::OwnerId> {
+        self.state.lock().settings.exclusive_owner
+    }
+
     /// Why the queue is closed, if its log was found damaged.
     pub fn damage(&self) -> Option<String> {
         self.state.lock().damaged.clone()

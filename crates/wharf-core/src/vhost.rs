@@ -461,7 +461,7 @@ impl VHost {
     /// `ResourceLocked`.
     pub fn queue_for(&self, name: &str, owner: Option<OwnerId>) -> Result<Arc<Queue>> {
         let q = self.queue(name)?;
-        match q.settings().exclusive_owner {
+        match q.exclusive_owner() {
             Some(o) if Some(o) != owner => {
                 Err(CoreError::ResourceLocked(format!("queue '{name}' is exclusive to another connection")))
             }
@@ -587,7 +587,7 @@ impl VHost {
             .read()
             .queues
             .values()
-            .filter(|q| q.settings().exclusive_owner == Some(owner))
+            .filter(|q| q.exclusive_owner() == Some(owner))
             .cloned()
             .collect();
         for q in owned {

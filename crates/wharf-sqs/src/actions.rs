@@ -199,7 +199,7 @@ impl Sqs {
             return Err(SqsError::no_queue());
         }
         let q = self.vhost()?.queue(name)?;
-        if q.settings().exclusive_owner.is_some() {
+        if q.exclusive_owner().is_some() {
             return Err(SqsError::no_queue());
         }
         Ok(q)
@@ -211,7 +211,7 @@ impl Sqs {
             .vhost()?
             .queues()
             .into_iter()
-            .filter(|q| valid_queue_name(q.name()) && q.settings().exclusive_owner.is_none())
+            .filter(|q| valid_queue_name(q.name()) && q.exclusive_owner().is_none())
             .collect();
         qs.sort_by(|a, b| a.name().cmp(b.name()));
         Ok(qs)

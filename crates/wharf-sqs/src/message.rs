@@ -69,11 +69,19 @@ pub fn valid_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
 }
 
+/// `valid_char` over a whole string, a byte at a time: in a `str` the only characters outside
+/// SQS's set are the C0 controls other than tab, LF and CR (single bytes) and U+FFFE / U+FFFF
+/// (surrogates cannot occur). Decoding every character was 2% of the batched send path's CPU.
+pub fn valid_text(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r'))
+        && (s.is_ascii() || !s.contains(['\u{FFFE}', '\u{FFFF}']))
+}
+
 pub fn check_body(body: &str) -> SqsResult<()> {
     if body.is_empty() {
         return Err(SqsError::missing("MessageBody"));
     }
-    if !body.chars().all(valid_char) {
+    if !valid_text(body) {
         return Err(SqsError::new(
             ErrorCode::InvalidMessageContents,
             "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to #xD7FF | \
@@ -177,7 +185,7 @@ pub fn parse_attribute(name: &str, p: Params<'_>) -> SqsResult<MessageAttribute>
                 "Message (user) attribute '{name}' must contain a non-empty value of type '{base}'."
             ))
         })?;
-        if !s.chars().all(valid_char) {
+        if !valid_text(s) {
             return Err(SqsError::invalid(format!(
                 "Message (user) attribute '{name}' contains characters SQS does not allow."
             )));
@@ -299,6 +307,12 @@ mod tests {
     #[test]
     fn body_charset() {
         assert!(check_body("hello\t\r\n€𝄞").is_ok());
+        // The byte-wise check agrees with `valid_char` on every character, alone and in text.
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let alone = c.to_string();
+            assert_eq!(valid_text(&alone), valid_char(c), "{:#x}", c as u32);
+            assert_eq!(valid_text(&format!("ok {c} é")), valid_char(c), "{:#x} in text", c as u32);
+        }
         assert_eq!(check_body("a\u{1}b").expect_err("control").code, ErrorCode::InvalidMessageContents);
         assert_eq!(check_body("\u{FFFF}").expect_err("ffff").code, ErrorCode::InvalidMessageContents);
         assert_eq!(check_body("").expect_err("empty").code, ErrorCode::MissingParameter);
