@@ -159,6 +159,14 @@ async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str, argumen
         .expect("queue.bind");
 }
 
+async fn bind_exchange(channel: &Channel, destination: &str, source: &str, key: &str) {
+    let options = ExchangeBindOptions::default();
+    channel
+        .exchange_bind(destination.into(), source.into(), key.into(), options, FieldTable::default())
+        .await
+        .expect("exchange.bind");
+}
+
 async fn publish(channel: &Channel, exchange: &str, key: &str, body: &[u8], properties: BasicProperties) {
     channel
         .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, properties)
@@ -267,15 +275,7 @@ async fn every_exchange_kind_routes_as_rabbitmq_does() {
     exchange(&ch, "lx-alt", ExchangeKind::Fanout, plain).await;
     let source_args = table(&[("alternate-exchange", text("lx-alt"))]);
     ch.exchange_declare("lx-source".into(), ExchangeKind::Direct, plain, source_args).await.unwrap();
-    ch.exchange_bind(
-        "lx-fanout".into(),
-        "lx-source".into(),
-        "k".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bind_exchange(&ch, "lx-fanout", "lx-source", "k").await;
     bind(&ch, "alt", "lx-alt", "", FieldTable::default()).await;
     publish(&ch, "lx-source", "k", b"via-binding", BasicProperties::default()).await;
     publish(&ch, "lx-source", "other", b"via-alternate", BasicProperties::default()).await;
@@ -317,15 +317,7 @@ async fn auto_delete_and_internal_exchanges() {
     let internal = ExchangeDeclareOptions { internal: true, ..ExchangeDeclareOptions::default() };
     exchange(&ch, "in-inner", ExchangeKind::Fanout, internal).await;
     exchange(&ch, "in-front", ExchangeKind::Direct, ExchangeDeclareOptions::default()).await;
-    ch.exchange_bind(
-        "in-inner".into(),
-        "in-front".into(),
-        "k".into(),
-        ExchangeBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bind_exchange(&ch, "in-inner", "in-front", "k").await;
     bind(&ch, "ad-q", "in-inner", "", FieldTable::default()).await;
     publish(&ch, "in-front", "k", b"through", BasicProperties::default()).await;
     assert_eq!(bodies(&ch, "ad-q").await, [b"through".to_vec()]);
