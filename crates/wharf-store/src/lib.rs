@@ -128,23 +128,15 @@ impl Durable {
 
     /// True if the write is already durable (no waiting needed).
     pub fn is_done(&self) -> bool {
-        match &self.watermark {
-            None => true,
-            Some(rx) => rx.borrow().synced >= self.lsn,
-        }
+        matches!(self.check(), Some(Ok(())))
     }
 
     /// Where the write stands now, without waiting: `None` while it is not yet durable,
     /// `Some(Err)` if the store failed before it became durable.
     pub fn check(&self) -> Option<Result<()>> {
-        let Some(rx) = &self.watermark else {
-            return Some(Ok(()));
-        };
-        let state = rx.borrow();
-        if state.synced >= self.lsn {
-            Some(Ok(()))
-        } else {
-            state.failed.as_ref().map(|reason| Err(StoreError::SyncFailed(reason.to_string())))
+        match &self.watermark {
+            None => Some(Ok(())),
+            Some(rx) => outcome(&rx.borrow(), self.lsn),
         }
     }
 
@@ -164,13 +156,10 @@ impl Durable {
             };
             let lsn = self.lsn;
             let state = rx
-                .wait_for(|w| w.synced >= lsn || w.failed.is_some())
+                .wait_for(|w| outcome(w, lsn).is_some())
                 .await
                 .map_err(|_| StoreError::SyncFailed("store closed".into()))?;
-            match &state.failed {
-                Some(reason) if state.synced < lsn => Err(StoreError::SyncFailed(reason.to_string())),
-                _ => Ok(()),
-            }
+            outcome(&state, lsn).unwrap_or(Ok(()))
         }
     }
 
@@ -182,6 +171,16 @@ impl Durable {
             return Ok(());
         }
         block_on(self.wait())
+    }
+}
+
+/// What the watermark says of the write with this LSN: durable, failed before it became
+/// durable, or (`None`) not yet known.
+fn outcome(state: &SyncWatermark, lsn: u64) -> Option<Result<()>> {
+    if state.synced >= lsn {
+        Some(Ok(()))
+    } else {
+        state.failed.as_ref().map(|reason| Err(StoreError::SyncFailed(reason.to_string())))
     }
 }
 

@@ -48,6 +48,9 @@ use crate::{Durable, FsyncMode, Result, StoreError, SyncWatermark};
 /// helper threads).
 const MAX_PARALLEL_SYNCS: usize = 8;
 
+/// A round's (or one helper's) result: the reason the store must stop, on a failed sync.
+type SyncOutcome = std::result::Result<(), String>;
+
 /// A test hook called with each path just before it is synced; an `Err` is treated exactly like
 /// a failed `fdatasync`.
 pub type SyncHook = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
@@ -386,8 +389,8 @@ struct SyncHelpers {
     shared: Arc<SyncShared>,
     /// One channel per helper thread, carrying the files it is to sync.
     helpers: Vec<std::sync::mpsc::Sender<Vec<Arc<SyncFile>>>>,
-    results_tx: std::sync::mpsc::Sender<std::result::Result<(), String>>,
-    results: std::sync::mpsc::Receiver<std::result::Result<(), String>>,
+    results_tx: std::sync::mpsc::Sender<SyncOutcome>,
+    results: std::sync::mpsc::Receiver<SyncOutcome>,
 }
 
 impl SyncHelpers {
@@ -396,7 +399,7 @@ impl SyncHelpers {
         SyncHelpers { shared, helpers: Vec::new(), results_tx, results }
     }
 
-    fn sync_round(&mut self, files: &[Arc<SyncFile>]) -> std::result::Result<(), String> {
+    fn sync_round(&mut self, files: &[Arc<SyncFile>]) -> SyncOutcome {
         let per_thread = files.len().div_ceil(MAX_PARALLEL_SYNCS).max(1);
         let mut chunks = files.chunks(per_thread);
         let mine = chunks.next().unwrap_or_default();
@@ -450,7 +453,7 @@ impl SyncHelpers {
     }
 }
 
-fn sync_files(shared: &SyncShared, files: &[Arc<SyncFile>]) -> std::result::Result<(), String> {
+fn sync_files(shared: &SyncShared, files: &[Arc<SyncFile>]) -> SyncOutcome {
     files.iter().try_for_each(|file| {
         shared.sync_file(file).map_err(|e| format!("fdatasync of {} failed: {e}", file.path.display()))
     })
