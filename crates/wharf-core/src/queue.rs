@@ -49,6 +49,9 @@ pub struct SendOptions {
     pub dedup_id: Option<String>,
     /// SQS system attributes from the sender (SenderId, AWSTraceHeader, ...).
     pub system_attributes: BTreeMap<String, String>,
+    /// MD5 of the body, when the front end that accepted the message computed it (SQS
+    /// answers with it); kept with the message so a receive does not compute it again.
+    pub body_md5: Option<[u8; 16]>,
 }
 
 /// The result of a send.
@@ -152,6 +155,8 @@ pub struct Delivery {
     /// The queue this message was redriven from after too many receives (SQS
     /// `DeadLetterQueueSourceArn`), while it is in that queue's dead-letter queue.
     pub dead_letter_source: Option<String>,
+    /// MD5 of the body, if the sender's front end kept one (see [`SendOptions::body_md5`]).
+    pub body_md5: Option<[u8; 16]>,
 }
 
 /// The result of settling a lease.
@@ -585,6 +590,7 @@ impl Queue {
             group_id: msg.group_id,
             dedup_id: msg.dedup_id,
             system_attributes: msg.system_attributes,
+            body_md5: msg.body_md5,
         };
         self.with_state(|st, now, fx| st.send(msg.message, opts, now, fx, moved))
     }
@@ -1338,6 +1344,7 @@ impl Queue {
                     group_id: msg.group_id,
                     dedup_id: None,
                     system_attributes: msg.system_attributes,
+                    body_md5: msg.body_md5,
                 };
                 vhost.publish_dead_letter(name, &key, msg.message, opts, &self.name)
             }
@@ -1813,6 +1820,7 @@ impl QueueState {
             dedup_id: dedup_id.clone(),
             system_attributes: opts.system_attributes,
             dead_letter_source,
+            body_md5: opts.body_md5,
             message,
         };
 
@@ -1982,6 +1990,7 @@ impl QueueState {
                 dedup_id: stored.dedup_id,
                 system_attributes: stored.system_attributes,
                 dead_letter_source: stored.dead_letter_source,
+                body_md5: stored.body_md5,
             };
             return Ok(Some((delivery, group)));
         }

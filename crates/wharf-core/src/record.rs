@@ -6,8 +6,9 @@
 //! little-endian, `var` = LEB128 varint, `str` = var length + UTF-8 bytes):
 //!
 //! ```text
-//! u8  version (1, or 2 when flag 32 is set)
-//! u8  flags: 1 persistent, 2 group, 4 dedup, 8 expiry, 16 delay, 32 dead-letter source
+//! u8  version (1; 2 when flag 32 is set; 3 when flag 64 is set)
+//! u8  flags: 1 persistent, 2 group, 4 dedup, 8 expiry, 16 delay, 32 dead-letter source,
+//!            64 body MD5
 //! [16] message id (uuid bytes)
 //! u64 sequence number (queue-local, strictly increasing)
 //! u64 sent time (ms since epoch; kept across redrive so retention counts from the original)
@@ -22,12 +23,15 @@
 //! properties (u16 presence mask + the present fields)
 //! headers (typed table)
 //! var n + n × (str, str) system attributes
-//! str dead-letter source        if flag 32 (version 2 only)
+//! str dead-letter source        if flag 32 (version 2 or 3)
+//! [16] MD5 of the body          if flag 64 (version 3 only)
 //! [body length] body
 //! ```
 //!
-//! Versions: version 2 added the dead-letter source. A record without one is still written as
-//! version 1, byte for byte what older builds wrote and read; both versions are read. Unknown
+//! Versions: version 2 added the dead-letter source, version 3 the body's MD5 (SQS keeps the
+//! digest it answered the sender with, so a receive need not hash the body again). A record is
+//! written in the oldest version that can hold it: one without either field is byte for byte
+//! what older builds wrote and read. All three versions are read. Unknown
 //! flag bits (for the record's version) are refused, so an older build meets a version 2
 //! record as "unknown record version", never as a misread one.
 //!
@@ -44,7 +48,7 @@ use crate::error::CoreError;
 use crate::message::{AttributeValue, HeaderValue, Headers, Message, Properties};
 
 /// The newest record version (see the module docs for what each adds).
-pub const RECORD_VERSION: u8 = 2;
+pub const RECORD_VERSION: u8 = 3;
 
 const F_PERSISTENT: u8 = 1;
 const F_GROUP: u8 = 2;
@@ -52,8 +56,10 @@ const F_DEDUP: u8 = 4;
 const F_EXPIRY: u8 = 8;
 const F_DELAY: u8 = 16;
 const F_DLQ_SOURCE: u8 = 32;
+const F_BODY_MD5: u8 = 64;
 const V1_FLAGS: u8 = F_PERSISTENT | F_GROUP | F_DEDUP | F_EXPIRY | F_DELAY;
 const V2_FLAGS: u8 = V1_FLAGS | F_DLQ_SOURCE;
+const V3_FLAGS: u8 = V2_FLAGS | F_BODY_MD5;
 
 /// Header tables nest; a bound keeps a hostile record from overflowing the stack.
 const MAX_DEPTH: u32 = 32;
@@ -105,6 +111,8 @@ pub struct StoredMessage {
     /// The queue this message was redriven from (SQS redrive after maxReceiveCount), while it
     /// is in that queue's dead-letter queue.
     pub dead_letter_source: Option<String>,
+    /// MD5 of the body, computed by the front end that accepted it (SQS), if any.
+    pub body_md5: Option<[u8; 16]>,
     pub message: Message,
 }
 
@@ -122,6 +130,8 @@ pub struct RecordMeta {
     pub persistent: bool,
     /// Whether the record carries a dead-letter source (read by [`decode`], not here).
     pub dead_letter_source: bool,
+    /// The record carries the body's MD5 (version 3).
+    pub body_md5: bool,
     pub group_id: Option<String>,
     pub dedup_id: Option<String>,
     pub body_len: u32,
@@ -209,7 +219,16 @@ pub fn encode_into(m: &StoredMessage, out: &mut Vec<u8>) {
     if m.dead_letter_source.is_some() {
         flags |= F_DLQ_SOURCE;
     }
-    w.u8(if flags & F_DLQ_SOURCE != 0 { 2 } else { 1 });
+    if m.body_md5.is_some() {
+        flags |= F_BODY_MD5;
+    }
+    w.u8(if flags & F_BODY_MD5 != 0 {
+        3
+    } else if flags & F_DLQ_SOURCE != 0 {
+        2
+    } else {
+        1
+    });
     w.u8(flags);
     w.0.extend_from_slice(&m.id.0.to_le_bytes());
     w.u64(m.seq);
@@ -236,6 +255,9 @@ pub fn encode_into(m: &StoredMessage, out: &mut Vec<u8>) {
         w.str(v);
     }
     w.opt_str(&m.dead_letter_source);
+    if let Some(md5) = &m.body_md5 {
+        w.0.extend_from_slice(md5);
+    }
     w.0.extend_from_slice(&m.message.body);
 }
 
@@ -452,6 +474,7 @@ fn decode_meta_from(r: &mut R<'_>) -> Res<RecordMeta> {
     let known = match version {
         1 => V1_FLAGS,
         2 => V2_FLAGS,
+        3 => V3_FLAGS,
         _ => return Err(RecordError(format!("unknown record version {version}"))),
     };
     let flags = r.u8()?;
@@ -480,6 +503,7 @@ fn decode_meta_from(r: &mut R<'_>) -> Res<RecordMeta> {
         priority,
         persistent: flags & F_PERSISTENT != 0,
         dead_letter_source: flags & F_DLQ_SOURCE != 0,
+        body_md5: flags & F_BODY_MD5 != 0,
         group_id,
         dedup_id,
         body_len,
@@ -507,6 +531,7 @@ pub fn decode(bytes: Bytes) -> Result<StoredMessage, RecordError> {
         system_attributes.insert(k, v);
     }
     let dead_letter_source = if meta.dead_letter_source { Some(r.str()?) } else { None };
+    let body_md5 = if meta.body_md5 { Some(r.arr()?) } else { None };
     let body_len = meta.body_len as usize;
     if r.remaining() != body_len {
         return err("body length does not match the record");
@@ -525,6 +550,7 @@ pub fn decode(bytes: Bytes) -> Result<StoredMessage, RecordError> {
         dedup_id: meta.dedup_id,
         system_attributes,
         dead_letter_source,
+        body_md5,
         message: Message { body, headers, properties, exchange, routing_key },
     })
 }
@@ -647,6 +673,7 @@ mod tests {
             dedup_id: None,
             system_attributes: BTreeMap::from([("SenderId".to_string(), "me".to_string())]),
             dead_letter_source: Some("src".into()),
+            body_md5: Some([7; 16]),
             message: Message {
                 body: Bytes::from_static(b"hello"),
                 headers,
@@ -708,8 +735,27 @@ mod tests {
         bad[1] |= F_DLQ_SOURCE;
         assert!(decode(Bytes::from(bad)).is_err());
         let mut bad = v1.to_vec();
-        bad[0] = 3;
+        bad[0] = 4;
         assert!(decode_meta(&bad).is_err());
+    }
+
+    #[test]
+    fn version_3_carries_the_body_md5() {
+        let plain = StoredMessage { dead_letter_source: None, body_md5: None, ..sample() };
+        assert_eq!(encode(&plain)[0], 1);
+        let with_md5 = StoredMessage { body_md5: Some([9; 16]), ..plain.clone() };
+        let bytes = encode(&with_md5);
+        assert_eq!(bytes[0], 3);
+        // Exactly the 16 digest bytes more, and they come back.
+        assert_eq!(bytes.len(), encode(&plain).len() + 16);
+        assert_eq!(decode(Bytes::from(bytes.clone())).expect("v3"), with_md5);
+        assert!(decode_meta(&bytes).expect("meta").body_md5);
+        // The digest flag is not a version 1 or 2 flag.
+        for version in [1, 2] {
+            let mut bad = bytes.clone();
+            bad[0] = version;
+            assert!(decode(Bytes::from(bad)).is_err(), "version {version} with the digest flag");
+        }
     }
 
     #[test]
@@ -770,9 +816,9 @@ mod tests {
             prop::collection::vec(any::<u8>(), 0..64),
             prop::collection::btree_map(".{0,6}", header_value(), 0..4),
             (any::<bool>(), any::<Option<u8>>(), any::<Option<u64>>(), any::<Option<String>>()),
-            (".{0,8}", ".{0,8}", any::<Option<String>>()),
+            (".{0,8}", ".{0,8}", any::<Option<String>>(), any::<Option<[u8; 16]>>()),
         )
-            .prop_map(|(a, b, sys, body, headers, p, (exchange, routing_key, source))| {
+            .prop_map(|(a, b, sys, body, headers, p, (exchange, routing_key, source, body_md5))| {
                 StoredMessage {
                     id: MessageId(a.0),
                     seq: a.1,
@@ -786,6 +832,7 @@ mod tests {
                     dedup_id: b.4,
                     system_attributes: sys,
                     dead_letter_source: source,
+                    body_md5,
                     message: Message {
                         body: body.into(),
                         headers,

@@ -592,6 +592,7 @@ impl Sns {
             group_id: out.group_id.clone(),
             dedup_id: out.dedup_id.clone(),
             system_attributes,
+            body_md5: None,
         };
         Copy { queue_name, outbox, dead_letter_queue: sub.dead_letter_queue.clone(), message, opts }
     }

@@ -17,7 +17,7 @@ use wharf_core::{
 use wharf_store::Durable;
 
 use crate::attributes::{self, ArnContext, CREATED, MODIFIED, TAG_PREFIX};
-use crate::digest::md5_hex;
+use crate::digest::{hex, md5};
 use crate::error::{ErrorCode, SqsError, SqsResult};
 use crate::message::{self, MessageAttribute};
 use crate::movetask::{self, MoveTask, MAX_MOVE_RATE, TASK_HISTORY};
@@ -719,7 +719,8 @@ impl Sqs {
             }
         }
         let mut out = Map::new();
-        out.insert("MD5OfMessageBody".into(), Value::String(md5_hex(m.body.as_bytes())));
+        let body_md5 = md5(m.body.as_bytes());
+        out.insert("MD5OfMessageBody".into(), Value::String(hex(&body_md5)));
         if let Some(d) = message::md5_of(&m.attributes) {
             out.insert("MD5OfMessageAttributes".into(), Value::String(d));
         }
@@ -733,8 +734,13 @@ impl Sqs {
             properties: Properties { persistent: true, ..Properties::default() },
             ..Message::default()
         };
-        let opts =
-            SendOptions { delay: m.delay, group_id: m.group_id, dedup_id: m.dedup_id, system_attributes };
+        let opts = SendOptions {
+            delay: m.delay,
+            group_id: m.group_id,
+            dedup_id: m.dedup_id,
+            system_attributes,
+            body_md5: Some(body_md5),
+        };
         let sent = q.send(msg, opts)?;
         out.insert("MessageId".into(), Value::String(sent.message_id.to_string()));
         if fifo {
@@ -1083,7 +1089,10 @@ fn render_delivery(
     let mut m = Map::new();
     m.insert("MessageId".into(), Value::String(d.message_id.to_string()));
     m.insert("ReceiptHandle".into(), Value::String(d.receipt.encode()));
-    m.insert("MD5OfBody".into(), Value::String(md5_hex(body.as_bytes())));
+    // Messages SQS accepted carry the digest it answered the sender with; others (AMQP, SNS)
+    // are hashed here.
+    let body_md5 = d.body_md5.unwrap_or_else(|| md5(body.as_bytes()));
+    m.insert("MD5OfBody".into(), Value::String(hex(&body_md5)));
     m.insert("Body".into(), Value::String(body.into_owned()));
     let want = |n: &str| system_names.iter().any(|s| *s == "All" || *s == n);
     let mut attrs = Map::new();

@@ -23,8 +23,12 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+pub fn md5(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
+}
+
 pub fn md5_hex(data: &[u8]) -> String {
-    hex(&Md5::digest(data))
+    hex(&md5(data))
 }
 
 fn put_len_prefixed(h: &mut Md5, bytes: &[u8]) {

@@ -88,6 +88,7 @@ async fn json_send_receive_delete() {
     let m = &got["Messages"][0];
     assert_eq!(m["Body"], "hello");
     assert_eq!(m["MessageId"], sent["MessageId"]);
+    assert_eq!(m["MD5OfBody"], "5d41402abc4b2a76b9719d911017c592");
     assert_eq!(m["MD5OfMessageAttributes"], "19e27d4e946b072f3f58da80d94fd778");
     assert_eq!(m["Attributes"]["ApproximateReceiveCount"], "1");
     let handle = m["ReceiptHandle"].as_str().expect("handle").to_owned();
