@@ -575,6 +575,16 @@ impl Queue {
         self.with_state(|st, now, fx| st.send(message, opts, now, fx, None))
     }
 
+    /// Several sends (SQS SendMessageBatch) under one lock and, on a standard queue with room
+    /// for them all, one store write. One result per message, in order; an error for the whole
+    /// call (the queue is gone, damaged or shutting down) is the outer one.
+    pub fn send_batch(&self, items: Vec<(Message, SendOptions)>) -> Result<Vec<Result<Sent>>> {
+        if self.shared.is_shutting_down() {
+            return Err(CoreError::ShuttingDown);
+        }
+        self.with_state(|st, now, fx| Ok(st.send_batch(items, now, fx)))
+    }
+
     /// Enqueue a message moved from another queue (SQS redrive): it keeps its id and original
     /// sent time (retention counts from it), and its dead-letter source; size and
     /// deduplication rules do not apply again.
@@ -713,6 +723,38 @@ impl Queue {
             let rec = st.remove(idx, fx);
             st.totals.acked += 1;
             Ok(Settled { deleted: true, durable: st.settle(rec) })
+        })
+    }
+
+    /// [`Queue::delete`] for several receipts (SQS DeleteMessageBatch) under one lock, settling
+    /// their records with one store call. One result per receipt, in order.
+    pub fn delete_batch(&self, receipts: &[Receipt]) -> Result<Vec<Result<Settled>>> {
+        self.with_state(|st, _now, fx| {
+            let mut results = Vec::with_capacity(receipts.len());
+            // (index in `results`, record) of each message deleted here.
+            let mut records = Vec::new();
+            for receipt in receipts {
+                let result = st.check_receipt(*receipt).map(|()| {
+                    let stale = Settled { deleted: false, durable: Durable::done() };
+                    let Some(idx) = st.find(receipt.seq) else { return stale };
+                    if receipt.generation == 0 || st.entries[idx].receive_count != receipt.generation {
+                        return stale;
+                    }
+                    if let Some(rec) = st.remove(idx, fx) {
+                        records.push((results.len(), rec));
+                    }
+                    st.totals.acked += 1;
+                    Settled { deleted: true, durable: Durable::done() }
+                });
+                results.push(result);
+            }
+            let ids: Vec<RecordId> = records.iter().map(|(_, rec)| *rec).collect();
+            for ((i, _), durable) in records.iter().zip(st.settle_batch(&ids)) {
+                if let Ok(settled) = &mut results[*i] {
+                    settled.durable = durable;
+                }
+            }
+            Ok(results)
         })
     }
 
@@ -1506,6 +1548,22 @@ impl QueueState {
         }
     }
 
+    /// [`QueueState::settle`] for several records, with one store call.
+    fn settle_batch(&self, records: &[RecordId]) -> Vec<Durable> {
+        let Some(log) = &self.log else { return vec![Durable::done(); records.len()] };
+        records
+            .iter()
+            .zip(log.settle_batch(records))
+            .map(|(rec, settled)| {
+                settled.unwrap_or_else(|e| {
+                    // The message may come back after a restart: at-least-once, never lost.
+                    warn!(queue = %self.name, "settling record {rec:?}: {e}");
+                    Durable::done()
+                })
+            })
+            .collect()
+    }
+
     /// Read a message back (from the store, or memory) with its current system fields.
     fn load(&self, idx: usize) -> Result<StoredMessage> {
         let e = &self.entries[idx];
@@ -1728,6 +1786,71 @@ impl QueueState {
             || self.settings.max_length_bytes.is_some_and(|m| self.counts.queued_bytes + size > m)
     }
 
+    /// The body's size, if the queue takes a message that big (moved messages always fit).
+    fn check_size(&self, message: &Message, moved: bool) -> Result<u32> {
+        let size = message.body.len();
+        if !moved && size > self.settings.max_message_size as usize {
+            return Err(CoreError::MessageTooLarge { size, limit: self.settings.max_message_size as usize });
+        }
+        u32::try_from(size).map_err(|_| CoreError::MessageTooLarge { size, limit: u32::MAX as usize })
+    }
+
+    /// The delay a new message gets: its own, or the queue's.
+    fn delay_ms(&self, delay: Option<Duration>, moved: bool) -> Result<u64> {
+        let delay_ms = match (moved, delay) {
+            (true, _) => 0,
+            (false, Some(d)) => ms(d),
+            (false, None) => self.settings.delay_ms,
+        };
+        if delay_ms > MAX_DELAY_MS {
+            return Err(CoreError::InvalidArgument(format!(
+                "delay {delay_ms} ms exceeds the maximum of {MAX_DELAY_MS} ms"
+            )));
+        }
+        Ok(delay_ms)
+    }
+
+    /// The stored form of a new message (its sequence number is set when it is admitted).
+    #[allow(clippy::too_many_arguments)]
+    fn new_stored(
+        &self,
+        message: Message,
+        system_attributes: BTreeMap<String, String>,
+        body_md5: Option<[u8; 16]>,
+        group_id: Option<String>,
+        dedup_id: Option<String>,
+        delay_ms: u64,
+        now: u64,
+        moved: Option<Moved>,
+    ) -> StoredMessage {
+        let (id, sent_ms, moved_expiry, dead_letter_source) = match moved {
+            Some(m) => (m.id, m.sent_ms, m.expires_at_ms, m.dead_letter_source),
+            None => (MessageId::random(), now, None, None),
+        };
+        let expires_at_ms = match message.properties.expiration_ms {
+            Some(ttl) => Some(now.saturating_add(ttl)),
+            None => moved_expiry,
+        };
+        let priority =
+            self.settings.max_priority.map_or(0, |m| message.properties.priority.unwrap_or(0).min(m));
+        StoredMessage {
+            id,
+            seq: 0,
+            sent_ms,
+            expires_at_ms,
+            delay_until_ms: if delay_ms > 0 { now.saturating_add(delay_ms) } else { 0 },
+            receive_count: 0,
+            first_receive_ms: 0,
+            priority,
+            group_id,
+            dedup_id,
+            system_attributes,
+            dead_letter_source,
+            body_md5,
+            message,
+        }
+    }
+
     /// `moved`: what a message moved from another queue keeps.
     fn send(
         &mut self,
@@ -1737,12 +1860,8 @@ impl QueueState {
         fx: &mut Effects,
         moved: Option<Moved>,
     ) -> Result<Sent> {
-        let size = message.body.len();
-        if moved.is_none() && size > self.settings.max_message_size as usize {
-            return Err(CoreError::MessageTooLarge { size, limit: self.settings.max_message_size as usize });
-        }
-        let size32 =
-            u32::try_from(size).map_err(|_| CoreError::MessageTooLarge { size, limit: u32::MAX as usize })?;
+        let size32 = self.check_size(&message, moved.is_some())?;
+        let size = size32 as usize;
         let fifo = self.settings.kind == QueueKind::Fifo;
         let group_id = opts.group_id.filter(|g| !g.is_empty());
         let mut dedup_id = None;
@@ -1786,43 +1905,18 @@ impl QueueState {
         } else if fifo {
             dedup_id = opts.dedup_id;
         }
-        let delay_ms = match (&moved, opts.delay) {
-            (Some(_), _) => 0,
-            (None, Some(d)) => ms(d),
-            (None, None) => self.settings.delay_ms,
-        };
-        if delay_ms > MAX_DELAY_MS {
-            return Err(CoreError::InvalidArgument(format!(
-                "delay {delay_ms} ms exceeds the maximum of {MAX_DELAY_MS} ms"
-            )));
-        }
         let is_moved = moved.is_some();
-        let (id, sent_ms, moved_expiry, dead_letter_source) = match moved {
-            Some(m) => (m.id, m.sent_ms, m.expires_at_ms, m.dead_letter_source),
-            None => (MessageId::random(), now, None, None),
-        };
-        let expires_at_ms = match message.properties.expiration_ms {
-            Some(ttl) => Some(now.saturating_add(ttl)),
-            None => moved_expiry,
-        };
-        let priority =
-            self.settings.max_priority.map_or(0, |m| message.properties.priority.unwrap_or(0).min(m));
-        let mut stored = StoredMessage {
-            id,
-            seq: 0,
-            sent_ms,
-            expires_at_ms,
-            delay_until_ms: if delay_ms > 0 { now.saturating_add(delay_ms) } else { 0 },
-            receive_count: 0,
-            first_receive_ms: 0,
-            priority,
-            group_id,
-            dedup_id: dedup_id.clone(),
-            system_attributes: opts.system_attributes,
-            dead_letter_source,
-            body_md5: opts.body_md5,
+        let delay_ms = self.delay_ms(opts.delay, is_moved)?;
+        let mut stored = self.new_stored(
             message,
-        };
+            opts.system_attributes,
+            opts.body_md5,
+            group_id,
+            dedup_id.clone(),
+            delay_ms,
+            now,
+            moved,
+        );
 
         if self.over_limit(size as u64) {
             match self.settings.overflow {
@@ -1856,13 +1950,95 @@ impl QueueState {
             }
         }
 
-        let seq = self.next_seq;
-        stored.seq = seq;
+        stored.seq = self.next_seq;
         let persist = self.log.is_some() && stored.message.properties.persistent;
         let (record, durable) = match (&self.log, persist) {
             (Some(log), true) => log.append(&record::encode(&stored))?,
             _ => (RecordId { segment: 0, offset: 0 }, Durable::done()),
         };
+        Ok(self.admit(stored, record, durable, persist, now, fx, dedup_key_new, is_moved))
+    }
+
+    /// Several sends under one lock. A standard queue with a store and room for them all writes
+    /// them with one store append; anything else (FIFO deduplication, overflow rules, transient
+    /// messages) goes one by one. One result per message, in order.
+    fn send_batch(
+        &mut self,
+        items: Vec<(Message, SendOptions)>,
+        now: u64,
+        fx: &mut Effects,
+    ) -> Vec<Result<Sent>> {
+        let bytes: u64 = items.iter().map(|(m, _)| m.body.len() as u64).sum();
+        let one_write = self.settings.kind == QueueKind::Standard
+            && self.log.is_some()
+            && items.iter().all(|(m, _)| m.properties.persistent)
+            && self.settings.max_length.is_none_or(|m| self.queued() + items.len() as u64 <= m)
+            && self.settings.max_length_bytes.is_none_or(|m| self.counts.queued_bytes + bytes <= m);
+        if !one_write {
+            return items.into_iter().map(|(m, o)| self.send(m, o, now, fx, None)).collect();
+        }
+        let mut results: Vec<Result<StoredMessage>> = Vec::with_capacity(items.len());
+        let mut seq = self.next_seq;
+        for (message, opts) in items {
+            let prepared = self.check_size(&message, false).and_then(|_| {
+                let delay_ms = self.delay_ms(opts.delay, false)?;
+                let group_id = opts.group_id.filter(|g| !g.is_empty());
+                let mut stored = self.new_stored(
+                    message,
+                    opts.system_attributes,
+                    opts.body_md5,
+                    group_id,
+                    None,
+                    delay_ms,
+                    now,
+                    None,
+                );
+                stored.seq = seq;
+                seq += 1;
+                Ok(stored)
+            });
+            results.push(prepared);
+        }
+        let encoded: Vec<Vec<u8>> = results.iter().flatten().map(record::encode).collect();
+        let records: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        let log = self.log.clone().expect("checked above");
+        match log.append_batch(&records) {
+            Ok((ids, durable)) => {
+                let mut ids = ids.into_iter();
+                results
+                    .into_iter()
+                    .map(|r| {
+                        let stored = r?;
+                        let record = ids.next().expect("one record id per message written");
+                        Ok(self.admit(stored, record, durable.clone(), true, now, fx, None, false))
+                    })
+                    .collect()
+            }
+            Err(e) => results.into_iter().map(|r| r.and_then(|_| Err(e.for_each_write().into()))).collect(),
+        }
+    }
+
+    /// Put a new message (already in the log, if `persist`) into the queue. `stored.seq` must be
+    /// the queue's next sequence number.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        stored: StoredMessage,
+        record: RecordId,
+        durable: Durable,
+        persist: bool,
+        now: u64,
+        fx: &mut Effects,
+        dedup_key_new: Option<String>,
+        is_moved: bool,
+    ) -> Sent {
+        debug_assert_eq!(stored.seq, self.next_seq);
+        let seq = stored.seq;
+        let (id, sent_ms, expires_at_ms, priority) =
+            (stored.id, stored.sent_ms, stored.expires_at_ms, stored.priority);
+        let size = stored.message.body.len();
+        let dedup_id = stored.dedup_id.clone();
+        let fifo = self.settings.kind == QueueKind::Fifo;
         self.next_seq += 1;
         let group = if fifo { self.ready.join_group(stored.group_id.as_deref().unwrap_or("")) } else { 0 };
         let delay_until = stored.delay_until_ms;
@@ -1879,7 +2055,7 @@ impl QueueState {
             until_ms: delay_until,
             record,
             extra,
-            size: size32,
+            size: size as u32,
             receive_count: 0,
             group,
             state: State::Detached,
@@ -1904,7 +2080,7 @@ impl QueueState {
             self.dedup_order.push_back((now, key));
         }
         self.totals.enqueued += 1;
-        Ok(Sent { message_id: id, sequence_number: seq, duplicate_of_earlier: false, dedup_id, durable })
+        Sent { message_id: id, sequence_number: seq, duplicate_of_earlier: false, dedup_id, durable }
     }
 
     /// Dead-letter a message that never entered the queue (overflow).

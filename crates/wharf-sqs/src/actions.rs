@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use wharf_core::message::AttributeValue;
 use wharf_core::{
     Broker, CoreError, Delivery, Message, Properties, Queue, QueueKind, QueueSettings, Receipt,
-    ReceiveRequest, SendOptions, VHost,
+    ReceiveRequest, SendOptions, Sent, VHost,
 };
 use wharf_store::Durable;
 
@@ -700,14 +700,9 @@ impl Sqs {
         Ok(out)
     }
 
-    /// Hand one validated message to the engine; the output document and its durability.
-    fn enqueue(
-        &self,
-        q: &Queue,
-        m: Outgoing,
-        ctx: &RequestContext,
-        fifo: bool,
-    ) -> SqsResult<(Map<String, Value>, Durable)> {
+    /// A validated message as the engine takes it, and the start of its output document (the
+    /// digests; [`sent_output`] adds what the engine assigns).
+    fn to_engine(&self, m: Outgoing, ctx: &RequestContext) -> (Message, SendOptions, Map<String, Value>) {
         let mut system_attributes = BTreeMap::new();
         system_attributes.insert(
             "SenderId".to_owned(),
@@ -741,20 +736,17 @@ impl Sqs {
             system_attributes,
             body_md5: Some(body_md5),
         };
-        let sent = q.send(msg, opts)?;
-        out.insert("MessageId".into(), Value::String(sent.message_id.to_string()));
-        if fifo {
-            out.insert("SequenceNumber".into(), Value::String(format!("{:020}", sent.sequence_number)));
-        }
-        Ok((out, sent.durable))
+        (msg, opts, out)
     }
 
     async fn send_message(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
         let q = self.queue(p)?;
         let settings = q.settings();
         let m = self.parse_send(p, &settings)?;
-        let (out, durable) = self.enqueue(&q, m, ctx, settings.kind == QueueKind::Fifo)?;
-        wait_durable(durable).await?;
+        let (msg, opts, mut out) = self.to_engine(m, ctx);
+        let sent = q.send(msg, opts)?;
+        sent_output(&mut out, &sent, settings.kind == QueueKind::Fifo);
+        wait_durable(sent.durable).await?;
         Ok(Value::Object(out))
     }
 
@@ -780,17 +772,31 @@ impl Sqs {
                 format!("Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have sent {total} bytes."),
             ));
         }
-        let mut ok = Vec::new();
+        // The valid entries go to the engine together: one lock, one store write.
+        let mut outputs = Vec::new();
+        let mut items = Vec::new();
         let mut failed = Vec::new();
-        let mut durable = Durable::done();
         for (id, r) in ids.iter().zip(parsed) {
-            match r.and_then(|m| self.enqueue(&q, m, ctx, fifo)) {
-                Ok((mut out, d)) => {
-                    out.insert("Id".into(), Value::String((*id).to_owned()));
-                    ok.push(Value::Object(out));
-                    durable = durable.join(d);
+            match r {
+                Ok(m) => {
+                    let (msg, opts, out) = self.to_engine(m, ctx);
+                    outputs.push((*id, out));
+                    items.push((msg, opts));
                 }
                 Err(e) => failed.push(failed_entry(id, &e)),
+            }
+        }
+        let mut ok = Vec::new();
+        let mut durable = Durable::done();
+        for ((id, mut out), sent) in outputs.into_iter().zip(q.send_batch(items)?) {
+            match sent {
+                Ok(sent) => {
+                    sent_output(&mut out, &sent, fifo);
+                    out.insert("Id".into(), Value::String(id.to_owned()));
+                    ok.push(Value::Object(out));
+                    durable = durable.join(sent.durable);
+                }
+                Err(e) => failed.push(failed_entry(id, &e.into())),
             }
         }
         // One wait for the whole batch: group commit makes this one sync, not ten.
@@ -881,16 +887,29 @@ impl Sqs {
         let q = self.queue(p)?;
         let entries = p.struct_list("Entries")?;
         let ids = check_batch(&entries, "DeleteMessageBatchRequestEntry")?;
-        let mut ok = Vec::new();
+        // Entries whose handle decodes go to the engine together: one lock, one store write.
+        let mut decoded = Vec::new();
+        let mut receipts = Vec::new();
         let mut failed = Vec::new();
-        let mut durable = Durable::done();
         for (id, e) in ids.iter().zip(&entries) {
-            match e.str_req("ReceiptHandle").and_then(|h| self.delete_one(&q, h)) {
-                Ok(d) => {
-                    durable = durable.join(d);
-                    ok.push(json!({"Id": id}));
+            match e.str_req("ReceiptHandle").and_then(|h| Ok((h, decode_receipt(h)?))) {
+                Ok((handle, receipt)) => {
+                    self.forget_attempts(receipt);
+                    decoded.push((*id, handle));
+                    receipts.push(receipt);
                 }
                 Err(err) => failed.push(failed_entry(id, &err)),
+            }
+        }
+        let mut ok = Vec::new();
+        let mut durable = Durable::done();
+        for ((id, handle), deleted) in decoded.into_iter().zip(q.delete_batch(&receipts)?) {
+            match deleted {
+                Ok(settled) => {
+                    durable = durable.join(settled.durable);
+                    ok.push(json!({"Id": id}));
+                }
+                Err(e) => failed.push(failed_entry(id, &delete_error(handle, e))),
             }
         }
         wait_durable(durable).await?;
@@ -1029,11 +1048,7 @@ impl Sqs {
     fn delete_one(&self, q: &Queue, handle: &str) -> SqsResult<Durable> {
         let receipt = decode_receipt(handle)?;
         self.forget_attempts(receipt);
-        match q.delete(receipt) {
-            Ok(s) => Ok(s.durable),
-            Err(CoreError::ReceiptHandleInvalid) => Err(SqsError::bad_receipt(handle)),
-            Err(e) => Err(e.into()),
-        }
+        q.delete(receipt).map(|s| s.durable).map_err(|e| delete_error(handle, e))
     }
 
     fn change_one(&self, q: &Queue, p: Params<'_>) -> SqsResult<()> {
@@ -1058,6 +1073,22 @@ impl Sqs {
             )),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// What the engine assigned a sent message, added to its output document.
+fn sent_output(out: &mut Map<String, Value>, sent: &Sent, fifo: bool) {
+    out.insert("MessageId".into(), Value::String(sent.message_id.to_string()));
+    if fifo {
+        out.insert("SequenceNumber".into(), Value::String(format!("{:020}", sent.sequence_number)));
+    }
+}
+
+/// The SQS error for a failed delete of `handle`.
+fn delete_error(handle: &str, e: CoreError) -> SqsError {
+    match e {
+        CoreError::ReceiptHandleInvalid => SqsError::bad_receipt(handle),
+        e => e.into(),
     }
 }
 

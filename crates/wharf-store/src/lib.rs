@@ -82,6 +82,24 @@ impl StoreError {
     pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
         StoreError::Io { path: path.to_string(), source }
     }
+
+    /// The same error again, for each of several writes one failure stopped (`io::Error` is not
+    /// `Clone`; its kind and text are kept).
+    pub fn for_each_write(&self) -> Self {
+        match self {
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Locked(d) => StoreError::Locked(d.clone()),
+            StoreError::NoSuchRecord(id) => StoreError::NoSuchRecord(*id),
+            StoreError::RecordTooLarge { size, limit } => {
+                StoreError::RecordTooLarge { size: *size, limit: *limit }
+            }
+            StoreError::Damaged(q, why) => StoreError::Damaged(*q, why.clone()),
+            StoreError::SyncFailed(why) => StoreError::SyncFailed(why.clone()),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -275,10 +293,40 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// One queue's append-only log of records.
+/// [`QueueLog::append_batch`] as separate appends: undoes the ones written if one fails.
+pub fn append_one_by_one(
+    log: &(impl QueueLog + ?Sized),
+    records: &[&[u8]],
+) -> Result<(Vec<RecordId>, Durable)> {
+    let mut ids = Vec::with_capacity(records.len());
+    let mut durable = Durable::done();
+    for record in records {
+        match log.append(record) {
+            Ok((id, d)) => {
+                ids.push(id);
+                durable = durable.join(d);
+            }
+            Err(e) => {
+                // Settle the ones already written, so none of them comes back.
+                let _ = log.settle_batch(&ids);
+                return Err(e);
+            }
+        }
+    }
+    Ok((ids, durable))
+}
+
 pub trait QueueLog: Send + Sync {
     /// Append one record. Returns where it lives and a promise of its durability. The record is
     /// in the kernel's hands (it survives the process dying) when this returns.
     fn append(&self, record: &[u8]) -> Result<(RecordId, Durable)>;
+
+    /// Append several records as one write where the log can (one `pwrite` for a whole SQS
+    /// batch, not ten). All or nothing: on an error none of them was appended. The promise
+    /// covers every record.
+    fn append_batch(&self, records: &[&[u8]]) -> Result<(Vec<RecordId>, Durable)> {
+        append_one_by_one(self, records)
+    }
 
     /// Read a live record back.
     fn read(&self, id: RecordId) -> Result<Vec<u8>>;
@@ -286,6 +334,12 @@ pub trait QueueLog: Send + Sync {
     /// Mark a record settled (acked, expired, moved): it never comes back after a restart once
     /// the returned promise resolves. Settling an unknown or settled record is an error.
     fn settle(&self, id: RecordId) -> Result<Durable>;
+
+    /// Settle several records, with one write per file where the log can. One result per id,
+    /// in order.
+    fn settle_batch(&self, ids: &[RecordId]) -> Vec<Result<Durable>> {
+        ids.iter().map(|&id| self.settle(id)).collect()
+    }
 
     /// Visit every live record in log order. Called once, right after opening.
     fn recover(&self, visit: &mut dyn FnMut(RecordId, &[u8])) -> Result<RecoveryReport>;

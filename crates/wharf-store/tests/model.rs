@@ -13,8 +13,13 @@ use wharf_store::{RecordId, Store};
 enum Op {
     /// Append a record of this size (1..=300 bytes) to queue 0 or 1.
     Append { queue: u64, size: usize },
+    /// Append records of these sizes with one `append_batch`.
+    AppendBatch { queue: u64, sizes: Vec<usize> },
     /// Settle the n-th live record (mod the live count) of a queue.
     Settle { queue: u64, pick: usize },
+    /// Settle several with one `settle_batch`; picks may repeat, and `bogus` adds an id that
+    /// names no record: those get `NoSuchRecord`, the others are settled.
+    SettleBatch { queue: u64, picks: Vec<usize>, bogus: bool },
     /// Move a queue's stragglers forward, as the engine does.
     MoveStragglers { queue: u64 },
     /// Close the store and open it again.
@@ -24,7 +29,11 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..2u64, 1..300usize).prop_map(|(queue, size)| Op::Append { queue, size }),
+        2 => (0..2u64, proptest::collection::vec(1..300usize, 1..12))
+            .prop_map(|(queue, sizes)| Op::AppendBatch { queue, sizes }),
         4 => (0..2u64, any::<usize>()).prop_map(|(queue, pick)| Op::Settle { queue, pick }),
+        2 => (0..2u64, proptest::collection::vec(any::<usize>(), 1..12), any::<bool>())
+            .prop_map(|(queue, picks, bogus)| Op::SettleBatch { queue, picks, bogus }),
         1 => (0..2u64).prop_map(|queue| Op::MoveStragglers { queue }),
         1 => Just(Op::Reopen),
     ]
@@ -69,6 +78,55 @@ proptest! {
                     let (id, durable) = log.append(&body).unwrap();
                     durable.wait_blocking().unwrap();
                     prop_assert!(model[queue as usize].insert(id, body).is_none(), "id reused");
+                }
+                Op::AppendBatch { queue, sizes } => {
+                    let bodies: Vec<Vec<u8>> = sizes
+                        .iter()
+                        .map(|&size| {
+                            counter += 1;
+                            record(counter, size)
+                        })
+                        .collect();
+                    let log = store.open_queue(queue).unwrap();
+                    let slices: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+                    let (ids, durable) = log.append_batch(&slices).unwrap();
+                    durable.wait_blocking().unwrap();
+                    prop_assert_eq!(ids.len(), bodies.len());
+                    for (id, body) in ids.into_iter().zip(bodies) {
+                        prop_assert_eq!(log.read(id).unwrap(), body.clone());
+                        prop_assert!(model[queue as usize].insert(id, body).is_none(), "id reused");
+                    }
+                }
+                Op::SettleBatch { queue, picks, bogus } => {
+                    let live = &mut model[queue as usize];
+                    let mut ids: Vec<RecordId> = if live.is_empty() {
+                        Vec::new()
+                    } else {
+                        picks.iter().map(|p| *live.keys().nth(p % live.len()).unwrap()).collect()
+                    };
+                    if bogus {
+                        ids.insert(ids.len() / 2, RecordId { segment: 9999, offset: 16 });
+                    }
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let log = store.open_queue(queue).unwrap();
+                    let results = log.settle_batch(&ids);
+                    prop_assert_eq!(results.len(), ids.len());
+                    for (i, (id, result)) in ids.iter().zip(results).enumerate() {
+                        let first_naming = !ids[..i].contains(id);
+                        match result {
+                            Ok(durable) => {
+                                prop_assert!(first_naming && live.remove(id).is_some(), "{id:?} settled");
+                                durable.wait_blocking().unwrap();
+                            }
+                            Err(e) => prop_assert!(
+                                matches!(e, wharf_store::StoreError::NoSuchRecord(_))
+                                    && (!first_naming || !live.contains_key(id)),
+                                "{id:?}: {e}"
+                            ),
+                        }
+                    }
                 }
                 Op::Settle { queue, pick } => {
                     let live = &mut model[queue as usize];

@@ -351,3 +351,55 @@ async fn extension_documents_survive_reopen() {
     assert_eq!(env2.broker.extension("sns"), Some(doc));
     assert_eq!(env2.broker.extension("other"), None);
 }
+
+#[tokio::test]
+async fn batches_send_and_delete_as_one_by_one_would_and_survive_reopen() {
+    let env = env();
+    let mut settings = QueueSettings::durable();
+    settings.max_message_size = 5;
+    let q = env.queue("batch", settings);
+    let other = env.queue("other", QueueSettings::durable());
+    send(&other, "x");
+    let foreign = recv(&other, 1).await.remove(0).receipt;
+
+    let with_md5 = SendOptions { body_md5: Some([1; 16]), ..SendOptions::default() };
+    let items = vec![
+        (msg("a"), with_md5),
+        (msg("too long"), SendOptions::default()),
+        (msg("b"), SendOptions::default()),
+        (msg("c"), SendOptions { body_md5: Some([3; 16]), ..SendOptions::default() }),
+    ];
+    let sent = q.send_batch(items).expect("batch");
+    assert!(matches!(sent[1], Err(CoreError::MessageTooLarge { size: 8, limit: 5 })));
+    let seqs: Vec<u64> = [0, 2, 3].iter().map(|&i| sent[i].as_ref().expect("sent").sequence_number).collect();
+    // The refused one takes no sequence number.
+    assert_eq!(seqs, [seqs[0], seqs[0] + 1, seqs[0] + 2]);
+
+    let got = recv(&q, 10).await;
+    assert_eq!(bodies(&got), ["a", "b", "c"]);
+    assert_eq!(got[0].body_md5, Some([1; 16]));
+    assert_eq!(got[1].body_md5, None);
+    let deleted =
+        q.delete_batch(&[got[0].receipt, got[0].receipt, foreign, got[1].receipt]).expect("delete batch");
+    assert!(deleted[0].as_ref().expect("a").deleted);
+    assert!(!deleted[1].as_ref().expect("a again is stale, not an error").deleted);
+    assert!(matches!(deleted[2], Err(CoreError::ReceiptHandleInvalid)));
+    assert!(deleted[3].as_ref().expect("b").deleted);
+
+    // After a restart: the deleted ones stay gone, the unacked one is back with its digest.
+    let env2 = env.reopen();
+    let q2 = env2.vhost().queue("batch").expect("queue");
+    let got = recv(&q2, 10).await;
+    assert_eq!(bodies(&got), ["c"]);
+    assert_eq!(got[0].sequence_number, seqs[2]);
+    assert_eq!(got[0].body_md5, Some([3; 16]), "the digest is in the record");
+
+    // A queue with a length limit takes a batch one message at a time, with its overflow rule.
+    let mut limited = QueueSettings::durable();
+    limited.max_length = Some(2);
+    limited.overflow = crate::Overflow::RejectPublish;
+    let q3 = env2.queue("limited", limited);
+    let sent = q3.send_batch(vec![(msg("1"), SendOptions::default()); 3]).expect("batch");
+    assert!(sent[0].is_ok() && sent[1].is_ok());
+    assert!(matches!(sent[2], Err(CoreError::QueueFull(_))));
+}

@@ -17,7 +17,7 @@ use std::thread::ThreadId;
 
 use parking_lot::Mutex;
 
-use super::format::{self, ACK_ENTRY_LEN, FRAME_HEADER_LEN, HEADER_LEN};
+use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN};
 use super::sync::{SyncFile, SyncShared};
 use super::StoreCounters;
 use crate::{Durable, QueueId, QueueLog, QueueLogStats, RecordId, RecoveryReport, Result, StoreError};
@@ -321,8 +321,8 @@ pub(crate) fn open_rw(path: &Path) -> Result<File> {
     OpenOptions::new().read(true).write(true).open(path).map_err(|e| StoreError::io(path.display(), e))
 }
 
-impl QueueLog for FileQueueLog {
-    fn append(&self, record: &[u8]) -> Result<(RecordId, Durable)> {
+impl FileQueueLog {
+    fn check_record(&self, record: &[u8]) -> Result<()> {
         if record.is_empty() {
             return Err(StoreError::io(
                 self.dir.display(),
@@ -332,28 +332,38 @@ impl QueueLog for FileQueueLog {
         if record.len() > self.max_record_size {
             return Err(StoreError::RecordTooLarge { size: record.len(), limit: self.max_record_size });
         }
-        self.ensure_recovered()?;
-        let frame_len = FRAME_HEADER_LEN + record.len() as u64;
-        let mut state = self.state.lock();
-        self.check_open(&state)?;
-        self.sync.check_writable()?;
+        Ok(())
+    }
 
+    /// Append `records` to the active segment with one write, starting a new segment first if
+    /// they do not fit in this one (an empty segment takes them whatever their size). Returns
+    /// their ids, the store LSN of the write, and a segment the rotation retired.
+    fn append_locked(
+        &self,
+        state: &mut QueueState,
+        records: &[&[u8]],
+    ) -> Result<(Vec<RecordId>, u64, Option<Segment>)> {
+        self.check_open(state)?;
+        self.sync.check_writable()?;
+        let total: u64 = records.iter().map(|r| FRAME_HEADER_LEN + r.len() as u64).sum();
         let needs_new_segment = match state.active.and_then(|a| state.segments.get(&a)) {
             None => true,
-            Some(seg) => !seg.offsets.is_empty() && seg.data_end + frame_len > self.segment_size,
+            Some(seg) => !seg.offsets.is_empty() && seg.data_end + total > self.segment_size,
         };
-        let retired = if needs_new_segment { self.rotate(&mut state)? } else { None };
+        let retired = if needs_new_segment { self.rotate(state)? } else { None };
 
-        let QueueState { segments, active, scratch, .. } = &mut *state;
+        let QueueState { segments, active, scratch, .. } = state;
         let number = active.expect("an active segment after rotation");
         let segment = segments.get_mut(&number).expect("the active segment is indexed");
-        let offset = segment.data_end;
+        let start = segment.data_end;
         scratch.clear();
-        format::encode_frame(scratch, record);
-        if let Err(e) = segment.seg.file.write_all_at(scratch, offset) {
-            // Cut off whatever part of the frame made it, so the next frame follows good data.
+        for record in records {
+            format::encode_frame(scratch, record);
+        }
+        if let Err(e) = segment.seg.file.write_all_at(scratch, start) {
+            // Cut off whatever part of the frames made it, so the next frame follows good data.
             // If even that fails, leave this segment behind and start another next time.
-            if segment.seg.file.set_len(offset).is_err() {
+            if segment.seg.file.set_len(start).is_err() {
                 *active = None;
             }
             return Err(Self::io_err(&segment.seg.path, e));
@@ -361,18 +371,44 @@ impl QueueLog for FileQueueLog {
         if scratch.capacity() > (1 << 20) {
             *scratch = Vec::new();
         }
-        segment.data_end += frame_len;
+        let mut ids = Vec::with_capacity(records.len());
+        for record in records {
+            let frame_len = FRAME_HEADER_LEN + record.len() as u64;
+            let offset = u32::try_from(segment.data_end).expect("segment size limit keeps offsets in u32");
+            segment.data_end += frame_len;
+            segment.push_record(offset, frame_len);
+            ids.push(RecordId { segment: number, offset });
+        }
         segment.file_len = segment.data_end;
-        let offset = u32::try_from(offset).expect("segment size limit keeps offsets in u32");
-        segment.push_record(offset, frame_len);
         let lsn = self.sync.wrote(&segment.seg);
-        drop(state);
+        Ok((ids, lsn, retired))
+    }
+}
 
-        self.counters.appended.fetch_add(1, Ordering::Relaxed);
+impl QueueLog for FileQueueLog {
+    fn append(&self, record: &[u8]) -> Result<(RecordId, Durable)> {
+        let (ids, durable) = self.append_batch(&[record])?;
+        Ok((ids[0], durable))
+    }
+
+    fn append_batch(&self, records: &[&[u8]]) -> Result<(Vec<RecordId>, Durable)> {
+        if records.is_empty() {
+            return Ok((Vec::new(), Durable::done()));
+        }
+        records.iter().try_for_each(|r| self.check_record(r))?;
+        let total: u64 = records.iter().map(|r| FRAME_HEADER_LEN + r.len() as u64).sum();
+        if records.len() > 1 && total > self.segment_size {
+            // More than a segment holds: one record (and one write) at a time, so segments keep
+            // to their size and offsets to u32.
+            return crate::append_one_by_one(self, records);
+        }
+        self.ensure_recovered()?;
+        let (ids, lsn, retired) = self.append_locked(&mut self.state.lock(), records)?;
+        self.counters.appended.fetch_add(ids.len() as u64, Ordering::Relaxed);
         if let Some(old) = retired {
             self.delete_retired(old);
         }
-        Ok((RecordId { segment: number, offset }, self.sync.durable(lsn)))
+        Ok((ids, self.sync.durable(lsn)))
     }
 
     fn read(&self, id: RecordId) -> Result<Vec<u8>> {
@@ -404,31 +440,81 @@ impl QueueLog for FileQueueLog {
     }
 
     fn settle(&self, id: RecordId) -> Result<Durable> {
-        self.ensure_recovered()?;
+        self.settle_batch(&[id]).pop().expect("one result per id")
+    }
+
+    fn settle_batch(&self, ids: &[RecordId]) -> Vec<Result<Durable>> {
+        if let Err(e) = self.ensure_recovered() {
+            return ids.iter().map(|_| Err(e.for_each_write())).collect();
+        }
         let mut state = self.state.lock();
-        self.check_open(&state)?;
-        self.sync.check_writable()?;
-        let segment = state.segments.get_mut(&id.segment).ok_or(StoreError::NoSuchRecord(id))?;
-        let i = segment.offsets.binary_search(&id.offset).map_err(|_| StoreError::NoSuchRecord(id))?;
-        if segment.is_settled(i) {
-            return Err(StoreError::NoSuchRecord(id));
+        let checked = self.check_open(&state).and_then(|()| self.sync.check_writable());
+        if let Err(e) = checked {
+            return ids.iter().map(|_| Err(e.for_each_write())).collect();
         }
-        let at = segment.ack_len;
-        if let Err(e) = segment.ack.file.write_all_at(&id.offset.to_le_bytes(), at) {
-            let _ = segment.ack.file.set_len(at);
-            return Err(Self::io_err(&segment.ack.path, e));
+        // Each id's index in its segment, or why it cannot be settled.
+        let mut found: Vec<Result<usize>> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let index = state.segments.get(&id.segment).and_then(|segment| {
+                let i = segment.offsets.binary_search(&id.offset).ok()?;
+                // Settled already, or named twice in this batch.
+                let twice = ids.iter().zip(&found).any(|(other, f)| other == id && f.is_ok());
+                (!segment.is_settled(i) && !twice).then_some(i)
+            });
+            found.push(index.ok_or(StoreError::NoSuchRecord(*id)));
         }
-        segment.ack_len += ACK_ENTRY_LEN;
-        segment.mark_settled(i);
-        let lsn = self.sync.wrote(&segment.ack);
-        let deletable = take_if_deletable(&mut state, id.segment);
+        // One write per ack file: the batch's entries for each segment, in order.
+        let mut lsns: BTreeMap<u32, Result<u64>> = BTreeMap::new();
+        let mut entries = Vec::new();
+        let mut touched: Vec<u32> =
+            ids.iter().zip(&found).filter(|(_, f)| f.is_ok()).map(|(id, _)| id.segment).collect();
+        touched.dedup();
+        for number in touched {
+            if lsns.contains_key(&number) {
+                continue;
+            }
+            let segment = state.segments.get_mut(&number).expect("found in this segment above");
+            entries.clear();
+            for (id, f) in ids.iter().zip(&found) {
+                if id.segment == number && f.is_ok() {
+                    entries.extend_from_slice(&id.offset.to_le_bytes());
+                }
+            }
+            let at = segment.ack_len;
+            if let Err(e) = segment.ack.file.write_all_at(&entries, at) {
+                let _ = segment.ack.file.set_len(at);
+                lsns.insert(number, Err(Self::io_err(&segment.ack.path, e)));
+                continue;
+            }
+            segment.ack_len += entries.len() as u64;
+            for (id, f) in ids.iter().zip(&found) {
+                if let (true, Ok(i)) = (id.segment == number, f) {
+                    segment.mark_settled(*i);
+                }
+            }
+            lsns.insert(number, Ok(self.sync.wrote(&segment.ack)));
+        }
+        let deletable: Vec<Segment> =
+            lsns.keys().filter_map(|&number| take_if_deletable(&mut state, number)).collect();
         drop(state);
 
-        self.counters.settled.fetch_add(1, Ordering::Relaxed);
-        if let Some(segment) = deletable {
+        let results: Vec<Result<Durable>> = ids
+            .iter()
+            .zip(found)
+            .map(|(id, f)| {
+                f?;
+                match &lsns[&id.segment] {
+                    Ok(lsn) => Ok(self.sync.durable(*lsn)),
+                    Err(e) => Err(e.for_each_write()),
+                }
+            })
+            .collect();
+        let settled = results.iter().filter(|r| r.is_ok()).count();
+        self.counters.settled.fetch_add(settled as u64, Ordering::Relaxed);
+        for segment in deletable {
             self.delete_retired(segment);
         }
-        Ok(self.sync.durable(lsn))
+        results
     }
 
     fn recover(&self, visit: &mut dyn FnMut(RecordId, &[u8])) -> Result<RecoveryReport> {
