@@ -47,6 +47,16 @@ pub struct RequestContext {
     pub host: String,
     /// SigV4 access key of the caller, if signed (reported as SenderId).
     pub access_key: Option<String>,
+    /// The caller speaks AWS JSON 1.0 (not Query): outputs may come back already serialized.
+    pub json: bool,
+}
+
+/// An action's output: a document both protocols render, or (JSON protocol only) the JSON
+/// text itself, for outputs too hot to build as a document first.
+#[derive(Debug)]
+pub enum Output {
+    Doc(Value),
+    Json(String),
 }
 
 /// How long a FIFO ReceiveRequestAttemptId may be retried.
@@ -217,7 +227,15 @@ impl Sqs {
         Ok(qs)
     }
 
-    pub async fn call(&self, action: &str, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+    pub async fn call(&self, action: &str, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
+        match action {
+            // The hottest output, written straight as JSON for JSON callers.
+            "ReceiveMessage" => self.receive_message(p, ctx).await,
+            _ => self.call_for_document(action, p, ctx).await.map(Output::Doc),
+        }
+    }
+
+    async fn call_for_document(&self, action: &str, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
         match action {
             "CreateQueue" => self.create_queue(p, ctx),
             "DeleteQueue" => self.delete_queue(p),
@@ -228,7 +246,6 @@ impl Sqs {
             "PurgeQueue" => self.purge_queue(p),
             "SendMessage" => self.send_message(p, ctx).await,
             "SendMessageBatch" => self.send_message_batch(p, ctx).await,
-            "ReceiveMessage" => self.receive_message(p).await,
             "DeleteMessage" => self.delete_message(p).await,
             "DeleteMessageBatch" => self.delete_message_batch(p).await,
             "ChangeMessageVisibility" => self.change_message_visibility(p),
@@ -804,7 +821,7 @@ impl Sqs {
         Ok(json!({"Successful": ok, "Failed": failed}))
     }
 
-    async fn receive_message(&self, p: Params<'_>) -> SqsResult<Value> {
+    async fn receive_message(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
         let q = self.queue(p)?;
         let max =
             ranged(p, "MaxNumberOfMessages", 1, 10, "Must be between 1 and 10, if provided.")?.unwrap_or(1);
@@ -846,7 +863,7 @@ impl Sqs {
             let mut attempts = self.attempts.lock();
             attempts.retain(|_, a| a.valid_until_ms > now);
             if let Some(a) = attempts.get(key) {
-                return Ok(a.response.clone());
+                return Ok(Output::Doc(a.response.clone()));
             }
         }
         let req = ReceiveRequest {
@@ -856,23 +873,35 @@ impl Sqs {
         };
         let deliveries = q.receive(req).await?;
         if deliveries.is_empty() {
-            return Ok(json!({}));
+            return Ok(Output::Doc(json!({})));
         }
         let arn = self.arn_ctx();
-        let messages: Vec<Value> =
-            deliveries.iter().map(|d| render_delivery(d, &system_names, &patterns, fifo, &arn)).collect();
-        let response = json!({"Messages": messages});
-        if let Some(key) = attempt {
-            let lease_ms =
-                visibility.map_or(q.settings().visibility_timeout_ms, |v| secs(v).as_millis() as u64);
-            let valid_until_ms = self.now_ms() + lease_ms.min(ATTEMPT_WINDOW_MS);
-            let mut attempts = self.attempts.lock();
-            if attempts.len() < MAX_ATTEMPTS {
-                let receipts = deliveries.iter().map(|d| d.receipt).collect();
-                attempts.insert(key, Attempt { valid_until_ms, receipts, response: response.clone() });
-            }
+        let received = Received {
+            messages: deliveries
+                .iter()
+                .map(|d| ReceivedMessage::new(d, &system_names, &patterns, fifo, &arn))
+                .collect(),
+        };
+        let to_doc = || serde_json::to_value(&received).map_err(|e| SqsError::internal(e.to_string()));
+        // A FIFO receive attempt keeps its answer as a document, to give again on a retry.
+        let Some(key) = attempt else {
+            return if ctx.json {
+                serde_json::to_string(&received)
+                    .map(Output::Json)
+                    .map_err(|e| SqsError::internal(e.to_string()))
+            } else {
+                to_doc().map(Output::Doc)
+            };
+        };
+        let response = to_doc()?;
+        let lease_ms = visibility.map_or(q.settings().visibility_timeout_ms, |v| secs(v).as_millis() as u64);
+        let valid_until_ms = self.now_ms() + lease_ms.min(ATTEMPT_WINDOW_MS);
+        let mut attempts = self.attempts.lock();
+        if attempts.len() < MAX_ATTEMPTS {
+            let receipts = deliveries.iter().map(|d| d.receipt).collect();
+            attempts.insert(key, Attempt { valid_until_ms, receipts, response: response.clone() });
         }
-        Ok(response)
+        Ok(Output::Doc(response))
     }
 
     async fn delete_message(&self, p: Params<'_>) -> SqsResult<Value> {
@@ -1107,65 +1136,90 @@ pub const SYSTEM_ATTRIBUTES: &[&str] = &[
     "SqsManagedSseEnabled",
 ];
 
-fn render_delivery(
-    d: &Delivery,
-    system_names: &[&str],
-    patterns: &[&str],
-    fifo: bool,
-    arn: &ArnContext<'_>,
-) -> Value {
-    // Bodies from other protocols may be any bytes; SQS bodies are text, so show them lossily
-    // rather than fail the whole receive.
-    let body = String::from_utf8_lossy(&d.message.body);
-    let mut m = Map::new();
-    m.insert("MessageId".into(), Value::String(d.message_id.to_string()));
-    m.insert("ReceiptHandle".into(), Value::String(d.receipt.encode()));
-    // Messages SQS accepted carry the digest it answered the sender with; others (AMQP, SNS)
-    // are hashed here.
-    let body_md5 = d.body_md5.unwrap_or_else(|| md5(body.as_bytes()));
-    m.insert("MD5OfBody".into(), Value::String(hex(&body_md5)));
-    m.insert("Body".into(), Value::String(body.into_owned()));
-    let want = |n: &str| system_names.iter().any(|s| *s == "All" || *s == n);
-    let mut attrs = Map::new();
-    let mut put = |k: &str, v: String| {
-        if want(k) {
-            attrs.insert(k.to_owned(), Value::String(v));
+/// A ReceiveMessage output. Serialized straight to JSON on the hot path (no document in
+/// between), or to a document for the Query protocol's XML.
+#[derive(serde::Serialize)]
+struct Received<'a> {
+    #[serde(rename = "Messages")]
+    messages: Vec<ReceivedMessage<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReceivedMessage<'a> {
+    message_id: String,
+    receipt_handle: String,
+    #[serde(rename = "MD5OfBody")]
+    md5_of_body: String,
+    body: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    attributes: BTreeMap<&'static str, String>,
+    #[serde(rename = "MD5OfMessageAttributes", skip_serializing_if = "Option::is_none")]
+    md5_of_message_attributes: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    message_attributes: Map<String, Value>,
+}
+
+impl<'a> ReceivedMessage<'a> {
+    fn new(
+        d: &'a Delivery,
+        system_names: &[&str],
+        patterns: &[&str],
+        fifo: bool,
+        arn: &ArnContext<'_>,
+    ) -> Self {
+        // Bodies from other protocols may be any bytes; SQS bodies are text, so show them
+        // lossily rather than fail the whole receive.
+        let body = String::from_utf8_lossy(&d.message.body);
+        // Messages SQS accepted carry the digest it answered the sender with; others (AMQP,
+        // SNS) are hashed here.
+        let body_md5 = d.body_md5.unwrap_or_else(|| md5(body.as_bytes()));
+        let want = |n: &str| system_names.iter().any(|s| *s == "All" || *s == n);
+        let mut attributes = BTreeMap::new();
+        let mut put = |k: &'static str, v: String| {
+            if want(k) {
+                attributes.insert(k, v);
+            }
+        };
+        if let Some(sender) = d.system_attributes.get("SenderId") {
+            put("SenderId", sender.clone());
         }
-    };
-    if let Some(sender) = d.system_attributes.get("SenderId") {
-        put("SenderId", sender.clone());
-    }
-    put("SentTimestamp", d.sent_ms.to_string());
-    put("ApproximateReceiveCount", d.receive_count.to_string());
-    put("ApproximateFirstReceiveTimestamp", d.first_receive_ms.to_string());
-    if let Some(trace) = d.system_attributes.get("AWSTraceHeader") {
-        put("AWSTraceHeader", trace.clone());
-    }
-    if let Some(g) = &d.group_id {
-        put("MessageGroupId", g.clone());
-    }
-    if let Some(source) = &d.dead_letter_source {
-        put("DeadLetterQueueSourceArn", arn.arn(source));
-    }
-    if fifo {
-        if let Some(dd) = &d.dedup_id {
-            put("MessageDeduplicationId", dd.clone());
+        put("SentTimestamp", d.sent_ms.to_string());
+        put("ApproximateReceiveCount", d.receive_count.to_string());
+        put("ApproximateFirstReceiveTimestamp", d.first_receive_ms.to_string());
+        if let Some(trace) = d.system_attributes.get("AWSTraceHeader") {
+            put("AWSTraceHeader", trace.clone());
         }
-        put("SequenceNumber", format!("{:020}", d.sequence_number));
+        if let Some(g) = &d.group_id {
+            put("MessageGroupId", g.clone());
+        }
+        if let Some(source) = &d.dead_letter_source {
+            put("DeadLetterQueueSourceArn", arn.arn(source));
+        }
+        if fifo {
+            if let Some(dd) = &d.dedup_id {
+                put("MessageDeduplicationId", dd.clone());
+            }
+            put("SequenceNumber", format!("{:020}", d.sequence_number));
+        }
+        let selected: Vec<MessageAttribute> = if patterns.is_empty() {
+            Vec::new()
+        } else {
+            message::from_headers(&d.message.headers)
+                .into_iter()
+                .filter(|a| message::attribute_selected(patterns, &a.name))
+                .collect()
+        };
+        ReceivedMessage {
+            message_id: d.message_id.to_string(),
+            receipt_handle: d.receipt.encode(),
+            md5_of_body: hex(&body_md5),
+            body,
+            attributes,
+            md5_of_message_attributes: message::md5_of(&selected),
+            message_attributes: selected.iter().map(|a| (a.name.clone(), a.to_json())).collect(),
+        }
     }
-    if !attrs.is_empty() {
-        m.insert("Attributes".into(), Value::Object(attrs));
-    }
-    let selected: Vec<MessageAttribute> = message::from_headers(&d.message.headers)
-        .into_iter()
-        .filter(|a| message::attribute_selected(patterns, &a.name))
-        .collect();
-    if let Some(md5) = message::md5_of(&selected) {
-        m.insert("MD5OfMessageAttributes".into(), Value::String(md5));
-        let map: Map<String, Value> = selected.iter().map(|a| (a.name.clone(), a.to_json())).collect();
-        m.insert("MessageAttributes".into(), Value::Object(map));
-    }
-    Value::Object(m)
 }
 
 fn decode_receipt(handle: &str) -> SqsResult<Receipt> {

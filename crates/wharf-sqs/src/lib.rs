@@ -33,7 +33,7 @@ pub use digest::{md5_hex, md5_of_attributes, DigestValue};
 pub use error::{ErrorCode, SqsError};
 pub use wire::{parse_form, xml_escape};
 
-use crate::actions::{RequestContext, Sqs};
+use crate::actions::{Output, RequestContext, Sqs};
 use crate::wire::Params;
 
 /// Largest request body read. Above the 1 MiB message limit because base64 (binary
@@ -175,6 +175,7 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
             .unwrap_or("localhost")
             .to_owned(),
         access_key,
+        json: proto == Protocol::Json,
     };
     match proto {
         Protocol::Json => {
@@ -192,7 +193,8 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(v) => json_response(&v, &request_id),
+                Ok(Output::Doc(v)) => json_response(v.to_string(), &request_id),
+                Ok(Output::Json(text)) => json_response(text, &request_id),
                 Err(e) => error_response(proto, action, &e, &request_id),
             }
         }
@@ -223,7 +225,11 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
                 return error_response(proto, &action, &SqsError::internal("query input"), &request_id);
             };
             match sqs.call(&action, Params::new(map), &ctx).await {
-                Ok(v) => xml_response(&action, &v, &request_id),
+                Ok(Output::Doc(v)) => xml_response(&action, &v, &request_id),
+                Ok(Output::Json(_)) => {
+                    let e = SqsError::internal("a JSON-only output for a Query request");
+                    error_response(proto, &action, &e, &request_id)
+                }
                 Err(e) => error_response(proto, &action, &e, &request_id),
             }
         }
@@ -250,8 +256,8 @@ fn with_request_id(mut resp: Response, request_id: &str) -> Response {
     resp
 }
 
-fn json_response(v: &Value, request_id: &str) -> Response {
-    let resp = ([(header::CONTENT_TYPE, JSON_CONTENT_TYPE)], v.to_string()).into_response();
+fn json_response(text: String, request_id: &str) -> Response {
+    let resp = ([(header::CONTENT_TYPE, JSON_CONTENT_TYPE)], text).into_response();
     with_request_id(resp, request_id)
 }
 
