@@ -29,7 +29,7 @@ fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else { return };
     let round: u64 = std::env::var(CHILD_ROUND).unwrap().parse().unwrap();
     // Small segments, so rotation and deletion happen under the kill too.
-    let store = open(std::path::Path::new(&dir), 64 << 10);
+    let store = open_preallocated(std::path::Path::new(&dir), 64 << 10);
     let (log, _, _) = recover(&store, 1);
     let out = Arc::new(parking_lot::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..8u64)
@@ -119,7 +119,7 @@ fn kill_9_loses_nothing_confirmed() {
         }
         assert!(appended > 10, "round {round}: the child confirmed only {appended} appends");
 
-        let store = open(tmp.path(), 64 << 10);
+        let store = open_preallocated(tmp.path(), 64 << 10);
         let (log, seen, report) = recover(&store, 1);
         assert_eq!(report.damage, None, "round {round}");
         let seen: BTreeMap<RecordId, Vec<u8>> = seen.into_iter().collect();

@@ -276,17 +276,115 @@ fn flipped_byte_in_the_last_record_payload_is_a_torn_tail() {
 }
 
 #[test]
-fn zero_filled_tail_of_the_newest_segment_is_a_torn_tail() {
+fn zero_filled_tail_of_a_segment_is_room_to_append() {
     let tmp = tempfile::tempdir().unwrap();
     three_records(tmp.path());
     let path = seg_path(tmp.path(), 1, 0);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(100 + 4096).unwrap();
+    {
+        let store = open(tmp.path(), 8 << 20);
+        let (log, seen, report) = recover(&store, 1);
+        assert_eq!(report.damage, None);
+        assert_eq!(seen.len(), 3);
+        assert_eq!(report.truncated_bytes, 0);
+        // The next record goes right after the last one, into the zeros.
+        let (id, durable) = log.append(b"fourth").unwrap();
+        durable.wait_blocking().unwrap();
+        assert_eq!(id, RecordId { segment: 0, offset: 100 });
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 100 + 4096);
     let store = open(tmp.path(), 8 << 20);
     let (_, seen, report) = recover(&store, 1);
+    assert_eq!((seen.len(), report.truncated_bytes, report.damage), (4, 0, None));
+    assert_eq!(seen[3].1, b"fourth");
+}
+
+#[test]
+fn preallocated_segments_come_from_spares_and_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 100-byte records are 108-byte frames: 9 per 1024-byte segment.
+    let mut live = Vec::new();
+    {
+        let store = open_preallocated(tmp.path(), 1024);
+        let (log, _, _) = recover(&store, 1);
+        for i in 0..40 {
+            if i % 9 == 0 {
+                // Each rotation takes the spare the previous one asked for.
+                store.wait_for_spares();
+            }
+            let (id, durable) = log.append(&record(i, 100)).unwrap();
+            durable.wait_blocking().unwrap();
+            live.push((id, record(i, 100)));
+        }
+        store.wait_for_spares();
+        // Segments 0 and 1 were made the ordinary way (a queue gets a spare once it has filled a
+        // segment); the later ones are spares, full size from the start, with zero-filled acks.
+        for n in 0..2 {
+            assert_eq!(std::fs::metadata(seg_path(tmp.path(), 1, n)).unwrap().len(), 16 + 9 * 108);
+        }
+        for n in 2..5 {
+            assert_eq!(std::fs::metadata(seg_path(tmp.path(), 1, n)).unwrap().len(), 1024, "segment {n}");
+            assert_eq!(std::fs::metadata(ack_path(tmp.path(), 1, n)).unwrap().len(), 1024 / 16);
+        }
+        assert!(queue_dir(tmp.path(), 1).join("spare.seg").exists());
+        // Settle some records in a preallocated segment.
+        for (id, _) in live.iter().filter(|(id, _)| id.segment == 2).take(4) {
+            log.settle(*id).unwrap().wait_blocking().unwrap();
+        }
+        live.retain(|(id, _)| !(id.segment == 2 && id.offset < 16 + 4 * 108));
+    }
+    {
+        let store = open_preallocated(tmp.path(), 1024);
+        let (log, seen, report) = recover(&store, 1);
+        assert_eq!(seen, live);
+        assert_eq!((report.truncated_bytes, report.damage), (0, None));
+        assert!(!queue_dir(tmp.path(), 1).join("spare.seg").exists(), "a leftover spare is removed");
+        // Appends go on after the last record of the newest (preallocated) segment.
+        let (id, _) = log.append(&record(99, 10)).unwrap();
+        assert_eq!(id, RecordId { segment: 4, offset: 16 + 4 * 108 });
+        // And the next settle of segment 2 lands after the four earlier acks.
+        log.settle(live.iter().find(|(id, _)| id.segment == 2).unwrap().0).unwrap();
+        live.retain(|(id, _)| !(id.segment == 2 && id.offset == 16 + 4 * 108));
+        live.push((id, record(99, 10)));
+        store.flush().unwrap();
+    }
+    let store = open_preallocated(tmp.path(), 1024);
+    let (_, seen, _) = recover(&store, 1);
+    assert_eq!(seen, live);
+}
+
+#[test]
+fn torn_record_in_a_preallocated_segment_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = open_preallocated(tmp.path(), 1024);
+        let (log, _, _) = recover(&store, 1);
+        for i in 0..18 {
+            log.append(&record(i, 100)).unwrap();
+        }
+        store.wait_for_spares();
+        for i in 18..21 {
+            log.append(&record(i, 100)).unwrap();
+        }
+        store.flush().unwrap();
+    }
+    // The last record of segment 2 (a spare, zeros after it) lost part of its payload.
+    let path = seg_path(tmp.path(), 1, 2);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1024);
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&[0; 50], 16 + 2 * 108 + 8 + 50).unwrap();
+    let store = open_preallocated(tmp.path(), 1024);
+    let (_, seen, report) = recover(&store, 1);
     assert_eq!(report.damage, None);
-    assert_eq!(seen.len(), 3);
-    assert_eq!(report.truncated_bytes, 4096);
+    assert_eq!(seen.len(), 20);
+    assert_eq!(report.truncated_bytes, 1024 - (16 + 2 * 108));
+    // A bad record with records after it is still damage, preallocated or not.
+    drop(store);
+    flip(&path, 16 + 8 + 3);
+    let store = open_preallocated(tmp.path(), 1024);
+    let (_, _, report) = recover(&store, 1);
+    assert!(report.damage.is_some());
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use proptest::prelude::*;
+use wharf_store::file::FileStoreOptions;
 use wharf_store::{RecordId, Store};
 
 #[derive(Clone, Debug)]
@@ -41,8 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 type Model = [BTreeMap<RecordId, Vec<u8>>; 2];
 
-fn check_recovery(dir: &std::path::Path, segment_size: u64, model: &Model) {
-    let store = open(dir, segment_size);
+fn check_recovery(dir: &std::path::Path, options: &FileStoreOptions, model: &Model) {
+    let store = open_with(dir, options.clone());
     for q in 0..2u64 {
         let (log, seen, report) = recover(&store, q);
         assert_eq!(report.damage, None);
@@ -61,11 +62,13 @@ proptest! {
     fn recovery_matches_the_model(
         ops in proptest::collection::vec(op(), 1..120),
         segment_size in prop_oneof![Just(200u64), Just(700), Just(4096)],
+        preallocate in any::<bool>(),
     ) {
         let tmp = tempfile::tempdir().unwrap();
+        let options = FileStoreOptions { preallocate, ..options(segment_size) };
         let mut model: Model = Default::default();
         let mut counter = 0usize;
-        let mut store = open(tmp.path(), segment_size);
+        let mut store = open_with(tmp.path(), options.clone());
         for q in 0..2 {
             recover(&store, q);
         }
@@ -153,8 +156,8 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(store);
-                    check_recovery(tmp.path(), segment_size, &model);
-                    store = open(tmp.path(), segment_size);
+                    check_recovery(tmp.path(), &options, &model);
+                    store = open_with(tmp.path(), options.clone());
                     for q in 0..2 {
                         recover(&store, q);
                     }
@@ -171,6 +174,6 @@ proptest! {
             prop_assert!(on_disk <= segments_with_live.len() as u64 + 1);
         }
         drop(store);
-        check_recovery(tmp.path(), segment_size, &model);
+        check_recovery(tmp.path(), &options, &model);
     }
 }

@@ -54,7 +54,9 @@ pub fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match storage {
         Storage::Memory => Arc::new(MemoryStore::new()),
         Storage::Disk { dir, fsync } => {
-            let options = FileStoreOptions { fsync: *fsync, ..FileStoreOptions::default() };
+            // Segments are prepared ahead, so a group commit never waits on a file's size change.
+            let options =
+                FileStoreOptions { fsync: *fsync, preallocate: true, ..FileStoreOptions::default() };
             // The store's own error already names the directory ("… is locked by another wharf").
             FileStore::open(dir, options)?
         }

@@ -54,6 +54,10 @@ pub(crate) enum HeaderCheck {
 
 pub(crate) fn check_header(bytes: &[u8], number: u32) -> HeaderCheck {
     let expected = segment_header(number);
+    // A preallocated file whose header was never written.
+    if bytes.iter().all(|&b| b == 0) {
+        return HeaderCheck::Torn;
+    }
     if bytes.len() < expected.len() {
         let prefix = &expected[..bytes.len()];
         if bytes == prefix || bytes.iter().all(|&b| b == 0) {
@@ -101,7 +105,8 @@ pub(crate) enum ScanEnd {
     /// The frame at `at` ends exactly at the end of the file but fails its CRC.
     BadAtEof { at: u64 },
     /// The frame at `at` is bad (impossible length, or CRC mismatch) and more bytes follow it.
-    Bad { at: u64, reason: String },
+    /// `claimed_end`: where its header says it ends, if the length is possible.
+    Bad { at: u64, reason: String, claimed_end: Option<u64> },
 }
 
 impl ScanEnd {
@@ -151,7 +156,11 @@ pub(crate) fn scan_frames(
             if end > file_len {
                 return Ok(ScanEnd::Incomplete { at });
             }
-            return Ok(ScanEnd::Bad { at, reason: format!("impossible record length {len}") });
+            return Ok(ScanEnd::Bad {
+                at,
+                reason: format!("impossible record length {len}"),
+                claimed_end: None,
+            });
         }
         if end > file_len {
             return Ok(ScanEnd::Incomplete { at });
@@ -165,7 +174,7 @@ pub(crate) fn scan_frames(
             if end == file_len {
                 return Ok(ScanEnd::BadAtEof { at });
             }
-            return Ok(ScanEnd::Bad { at, reason: "CRC mismatch".into() });
+            return Ok(ScanEnd::Bad { at, reason: "CRC mismatch".into(), claimed_end: Some(end) });
         }
         visit(at as u32, payload);
         pos += frame_len as usize;
@@ -210,15 +219,26 @@ pub(crate) fn is_zero_from(file: &File, from: u64, file_len: u64) -> io::Result<
     Ok(true)
 }
 
-/// Parse an ack file's bytes (already cut to whole entries) into sorted offsets.
+/// Parse an ack file's bytes (already cut to whole entries) into sorted offsets. Zero entries
+/// are a prefilled file's room, not acks: no record is at offset 0.
 pub(crate) fn parse_acks(bytes: &[u8]) -> Vec<u32> {
     let mut offsets: Vec<u32> = bytes
         .chunks_exact(ACK_ENTRY_LEN as usize)
         .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .filter(|&offset| offset != 0)
         .collect();
     offsets.sort_unstable();
     offsets.dedup();
     offsets
+}
+
+/// Where the next ack entry goes: after the last non-zero one.
+pub(crate) fn acks_end(bytes: &[u8]) -> u64 {
+    let entries = bytes.len() / ACK_ENTRY_LEN as usize;
+    let last = (0..entries).rev().find(|&i| {
+        bytes[i * ACK_ENTRY_LEN as usize..(i + 1) * ACK_ENTRY_LEN as usize].iter().any(|&b| b != 0)
+    });
+    last.map_or(0, |i| (i as u64 + 1) * ACK_ENTRY_LEN)
 }
 
 #[cfg(test)]

@@ -18,8 +18,9 @@ use std::thread::ThreadId;
 use parking_lot::Mutex;
 
 use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN};
+use super::spare::{Spare, SparePreparer, SpareSlot};
 use super::sync::{SyncFile, SyncShared};
-use super::StoreCounters;
+use super::{FileStoreOptions, StoreCounters};
 use crate::{Durable, QueueId, QueueLog, QueueLogStats, RecordId, RecoveryReport, Result, StoreError};
 
 /// At most this many ids per `stragglers()` call.
@@ -51,9 +52,12 @@ pub(crate) struct Segment {
     pub(crate) live_bytes: u64,
     /// End of the last good frame: where the next append goes.
     pub(crate) data_end: u64,
-    /// Size of the segment file on disk (differs from `data_end` only for damaged segments).
+    /// Size of the segment file on disk: beyond `data_end` in a damaged segment, or in a
+    /// preallocated one (zeros, room to append).
     pub(crate) file_len: u64,
     pub(crate) ack_len: u64,
+    /// Size of the ack file on disk, when it was prefilled beyond `ack_len`.
+    pub(crate) ack_file_len: u64,
     /// Damage was found here at recovery: never appended to, never deleted (left for
     /// inspection).
     pub(crate) damaged: bool,
@@ -72,6 +76,7 @@ impl Segment {
             data_end: HEADER_LEN,
             file_len: HEADER_LEN,
             ack_len: 0,
+            ack_file_len: 0,
             damaged: false,
         }
     }
@@ -112,7 +117,7 @@ impl Segment {
     }
 
     fn bytes_on_disk(&self) -> u64 {
-        self.file_len + self.ack_len
+        self.file_len + self.ack_len.max(self.ack_file_len)
     }
 }
 
@@ -141,6 +146,8 @@ pub(crate) struct FileQueueLog {
     /// The thread running `recover` right now, to turn a call from inside the visitor into an
     /// error instead of a deadlock.
     pub(crate) recovering_on: Mutex<Option<ThreadId>>,
+    /// Prepares this queue's next segment ahead of need, when the store preallocates.
+    pub(crate) spares: Option<(Arc<SparePreparer>, Arc<SpareSlot>)>,
 }
 
 impl FileQueueLog {
@@ -148,17 +155,17 @@ impl FileQueueLog {
         id: QueueId,
         dir: PathBuf,
         dir_file: Arc<SyncFile>,
-        segment_size: u64,
-        max_record_size: usize,
+        options: &FileStoreOptions,
         sync: Arc<SyncShared>,
         counters: Arc<StoreCounters>,
+        preparer: Option<Arc<SparePreparer>>,
     ) -> Self {
         FileQueueLog {
             id,
             dir,
             dir_file,
-            segment_size,
-            max_record_size,
+            segment_size: options.segment_size,
+            max_record_size: options.max_record_size,
             sync,
             counters,
             state: Mutex::new(QueueState {
@@ -171,6 +178,7 @@ impl FileQueueLog {
             }),
             recovered: AtomicBool::new(false),
             recovering_on: Mutex::new(None),
+            spares: preparer.map(|p| (p, Arc::default())),
         }
     }
 
@@ -220,36 +228,85 @@ impl FileQueueLog {
             StoreError::io(self.dir.display(), io::Error::other("segment numbers exhausted"))
         })?;
         let seg_path = segment_path(&self.dir, number);
-        let seg_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&seg_path)
-            .map_err(|e| Self::io_err(&seg_path, e))?;
+        let ack_path = ack_path(&self.dir, number);
+        let (seg_file, ack_file, seg_len, ack_file_len) = match self.take_spare(&seg_path, &ack_path) {
+            Some(spare) => (spare.seg, spare.ack, spare.seg_len, spare.ack_len),
+            None => {
+                let (seg, ack) = self.create_segment_files(&seg_path, &ack_path)?;
+                (seg, ack, 0, 0)
+            }
+        };
         if let Err(e) = seg_file.write_all_at(&format::segment_header(number), 0) {
             let _ = std::fs::remove_file(&seg_path);
+            let _ = std::fs::remove_file(&ack_path);
             return Err(Self::io_err(&seg_path, e));
         }
-        let ack_path = ack_path(&self.dir, number);
-        let ack_file =
-            match OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&ack_path) {
-                Ok(f) => f,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&seg_path);
-                    return Err(Self::io_err(&ack_path, e));
-                }
-            };
+        if state.active.is_some() {
+            // A queue that has filled a segment will likely fill this one too: prepare the next.
+            // (Not for a queue's first segment: most queues never fill one.)
+            self.request_spare();
+        }
         // The new names must reach the disk too: the directory is synced in the round that
         // covers the first record written to this segment.
         self.sync.mark_dirty(&self.dir_file);
-        let segment =
+        let mut segment =
             Segment::new(number, SyncFile::new(seg_file, seg_path), SyncFile::new(ack_file, ack_path));
+        segment.file_len = seg_len.max(HEADER_LEN);
+        segment.ack_file_len = ack_file_len;
         state.segments.insert(number, segment);
         let previous = state.active.replace(number);
         state.next_number = next;
         // The previous segment may already be fully settled; now that it is no longer the
         // newest it can go.
         Ok(previous.and_then(|p| take_if_deletable(state, p)))
+    }
+
+    fn create_segment_files(&self, seg_path: &Path, ack_path: &Path) -> Result<(File, File)> {
+        let seg_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(seg_path)
+            .map_err(|e| Self::io_err(seg_path, e))?;
+        match OpenOptions::new().read(true).write(true).create(true).truncate(true).open(ack_path) {
+            Ok(ack_file) => Ok((seg_file, ack_file)),
+            Err(e) => {
+                let _ = std::fs::remove_file(seg_path);
+                Err(Self::io_err(ack_path, e))
+            }
+        }
+    }
+
+    /// The prepared spare, renamed to this segment's names; `None` if none is ready (or the
+    /// renames failed: then the segment is made the ordinary way).
+    fn take_spare(&self, seg_path: &Path, ack_path: &Path) -> Option<Spare> {
+        let spare = self.spares.as_ref()?.1.take()?;
+        // Never replace a file: a segment number is new, but a name in use must not be lost.
+        if seg_path.exists() || ack_path.exists() {
+            return None;
+        }
+        let renamed = std::fs::rename(&spare.seg_path, seg_path).and_then(|()| {
+            std::fs::rename(&spare.ack_path, ack_path).inspect_err(|_| {
+                let _ = std::fs::remove_file(seg_path);
+            })
+        });
+        match renamed {
+            Ok(()) => Some(spare),
+            Err(e) => {
+                tracing::warn!(queue = self.id, error = %e, "could not use a spare segment");
+                let _ = std::fs::remove_file(&spare.seg_path);
+                let _ = std::fs::remove_file(&spare.ack_path);
+                None
+            }
+        }
+    }
+
+    /// Have the next segment prepared in the background, if this store preallocates.
+    fn request_spare(&self) {
+        if let Some((preparer, slot)) = &self.spares {
+            // Room for an ack entry per 64 bytes of segment; past that the file just grows.
+            preparer.request(&self.dir, self.segment_size, self.segment_size / 16, slot);
+        }
     }
 
     /// Delete a fully settled segment's files: `.seg` first, then `.ack`.
@@ -283,6 +340,9 @@ impl FileQueueLog {
     }
 
     pub(crate) fn mark_removed(&self) {
+        if let Some((_, slot)) = &self.spares {
+            slot.close();
+        }
         let mut state = self.state.lock();
         state.removed = true;
         state.segments.clear();
@@ -379,7 +439,7 @@ impl FileQueueLog {
             segment.push_record(offset, frame_len);
             ids.push(RecordId { segment: number, offset });
         }
-        segment.file_len = segment.data_end;
+        segment.file_len = segment.file_len.max(segment.data_end);
         let lsn = self.sync.wrote(&segment.seg);
         Ok((ids, lsn, retired))
     }

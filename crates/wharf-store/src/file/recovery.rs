@@ -13,6 +13,11 @@
 //!   are still read: each segment file is framed independently, so damage in one cannot
 //!   mislead the parse of another.
 //! - A record whose offset is in its segment's `.ack` is settled and not visited.
+//! - Preallocated files (see `spare`): a segment's records end at its first all-zero frame
+//!   header when only zeros follow; that zero tail is room to append, kept as it is. A bad frame
+//!   inside the file followed only by zeros is a torn tail like any other. An all-zero header
+//!   is a torn creation. Zero ack entries are no acks (offset 0 is never a record), and appends
+//!   to the ack file go after its last non-zero entry. Leftover spare files are removed.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -23,6 +28,7 @@ use super::queue::{
     ack_path, open_rw, remove_file_if_exists, segment_path, take_if_deletable, FileQueueLog, QueueState,
     Segment,
 };
+use super::spare::{SPARE_ACK, SPARE_SEG};
 use super::sync::SyncFile;
 use super::MAX_RECORD_SIZE;
 use crate::{RecordId, RecoveryReport, Result, StoreError};
@@ -55,6 +61,10 @@ impl FileQueueLog {
             match name.to_str().and_then(parse_name) {
                 Some((n, "seg")) => segs.push(n),
                 Some((n, _)) => acks.push(n),
+                None if name == SPARE_SEG || name == SPARE_ACK => {
+                    // A spare being prepared when the process stopped; a new one is made.
+                    remove_file_if_exists(&entry.path())?;
+                }
                 None => tracing::debug!(queue = self.id, file = ?name, "ignoring unknown file"),
             }
         }
@@ -123,7 +133,8 @@ impl FileQueueLog {
 
             let seg_file = SyncFile::new(seg_file, seg_path.clone());
             let mut segment = Segment::new(number, seg_file, ack_file);
-            segment.ack_len = whole;
+            segment.ack_len = format::acks_end(&ack_bytes);
+            segment.ack_file_len = whole;
             segment.file_len = file_len;
 
             if header_check != HeaderCheck::Good {
@@ -172,13 +183,27 @@ impl FileQueueLog {
             // segment before it was rotated may be unsynced when the power goes (it was never
             // confirmed in `always` mode, and `interval`/`never` promise nothing across power
             // loss), so cutting it loses nothing that was promised.
+            let zeros_from = |from: u64| {
+                format::is_zero_from(&segment.seg.file, from, file_len)
+                    .map_err(|e| StoreError::io(seg_path.display(), e))
+            };
+            // Only zeros after the records: a preallocated segment's room to append.
+            let zero_tail = match &end {
+                ScanEnd::Bad { at, .. } | ScanEnd::Incomplete { at } => zeros_from(*at)?,
+                _ => false,
+            };
             let torn = match &end {
                 ScanEnd::Clean => false,
-                ScanEnd::Incomplete { .. } | ScanEnd::BadAtEof { .. } => true,
-                ScanEnd::Bad { at, .. } => format::is_zero_from(&segment.seg.file, *at, file_len)
-                    .map_err(|e| StoreError::io(seg_path.display(), e))?,
+                ScanEnd::Incomplete { .. } | ScanEnd::BadAtEof { .. } => !zero_tail,
+                ScanEnd::Bad { claimed_end, .. } => {
+                    !zero_tail
+                        && claimed_end.is_some_and(|e| e <= file_len)
+                        && zeros_from(claimed_end.unwrap_or(0))?
+                }
             };
-            if torn {
+            if zero_tail {
+                // Nothing to cut: appends overwrite the zeros from `good_end` on.
+            } else if torn {
                 let cut = file_len - good_end;
                 tracing::info!(
                     queue = self.id,
@@ -196,7 +221,7 @@ impl FileQueueLog {
                         format!("record at offset {at} runs past the end of the file")
                     }
                     ScanEnd::BadAtEof { at } => format!("last record at offset {at} fails its CRC"),
-                    ScanEnd::Bad { at, reason } => format!("{reason} at offset {at}"),
+                    ScanEnd::Bad { at, reason, .. } => format!("{reason} at offset {at}"),
                     ScanEnd::Clean => unreachable!(),
                 };
                 let place = if is_newest { "newest segment" } else { "segment" };

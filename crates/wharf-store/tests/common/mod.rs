@@ -14,9 +14,18 @@ pub fn options(segment_size: u64) -> FileStoreOptions {
 /// process forks this process's file table, and the child holds a dropped store's lock (its open
 /// file description) until its exec closes it (O_CLOEXEC): wait out that moment.
 pub fn open(dir: &Path, segment_size: u64) -> Arc<FileStore> {
+    open_with(dir, options(segment_size))
+}
+
+/// [`open`] with preallocated segments (spares prepared in the background).
+pub fn open_preallocated(dir: &Path, segment_size: u64) -> Arc<FileStore> {
+    open_with(dir, FileStoreOptions { preallocate: true, ..options(segment_size) })
+}
+
+pub fn open_with(dir: &Path, options: FileStoreOptions) -> Arc<FileStore> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match FileStore::open(dir, options(segment_size)) {
+        match FileStore::open(dir, options.clone()) {
             Ok(store) => return store,
             Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
@@ -45,6 +54,7 @@ pub fn files(dir: &Path, q: u64, ext: &str) -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .filter(|p| p.file_stem().is_none_or(|s| s != "spare"))
         .collect();
     v.sort();
     v
