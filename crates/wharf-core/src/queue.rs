@@ -712,22 +712,12 @@ impl Queue {
     /// again since, or is already gone) succeeds without deleting, as SQS documents; a receipt
     /// that is not this queue's is `ReceiptHandleInvalid`.
     pub fn delete(&self, receipt: Receipt) -> Result<Settled> {
-        self.with_state(|st, _now, fx| {
-            st.check_receipt(receipt)?;
-            let stale = Settled { deleted: false, durable: Durable::done() };
-            let Some(idx) = st.find(receipt.seq) else { return Ok(stale) };
-            let e = &st.entries[idx];
-            if receipt.generation == 0 || e.receive_count != receipt.generation {
-                return Ok(stale);
-            }
-            let rec = st.remove(idx, fx);
-            st.totals.acked += 1;
-            Ok(Settled { deleted: true, durable: st.settle(rec) })
-        })
+        self.delete_batch(&[receipt])?.pop().expect("one result per receipt")
     }
 
     /// [`Queue::delete`] for several receipts (SQS DeleteMessageBatch) under one lock, settling
-    /// their records with one store call. One result per receipt, in order.
+    /// their records with one store call. One result per receipt, in order; an error for the
+    /// whole call (the queue is gone or damaged) is the outer one.
     pub fn delete_batch(&self, receipts: &[Receipt]) -> Result<Vec<Result<Settled>>> {
         self.with_state(|st, _now, fx| {
             let mut results = Vec::with_capacity(receipts.len());
