@@ -1169,8 +1169,12 @@ impl<'a> ReceivedMessage<'a> {
         arn: &ArnContext<'_>,
     ) -> Self {
         // Bodies from other protocols may be any bytes; SQS bodies are text, so show them
-        // lossily rather than fail the whole receive.
-        let body = String::from_utf8_lossy(&d.message.body);
+        // lossily rather than fail the whole receive. (`from_utf8` first: its ASCII fast path is
+        // several times quicker than the lossy decoder's on the valid text nearly every body is.)
+        let body = match std::str::from_utf8(&d.message.body) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&d.message.body),
+        };
         // Messages SQS accepted carry the digest it answered the sender with; others (AMQP,
         // SNS) are hashed here.
         let body_md5 = d.body_md5.unwrap_or_else(|| md5(body.as_bytes()));

@@ -72,9 +72,12 @@ pub fn valid_char(c: char) -> bool {
 /// `valid_char` over a whole string, a byte at a time: in a `str` the only characters outside
 /// SQS's set are the C0 controls other than tab, LF and CR (single bytes) and U+FFFE / U+FFFF
 /// (surrogates cannot occur). Decoding every character was 2% of the batched send path's CPU.
+/// The control scan has no early exit, so the compiler turns it into vector compares (an
+/// early-exit `all` ran a byte at a time and was still 1% of that CPU).
 pub fn valid_text(s: &str) -> bool {
-    s.bytes().all(|b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r'))
-        && (s.is_ascii() || !s.contains(['\u{FFFE}', '\u{FFFF}']))
+    let controls =
+        s.bytes().fold(false, |found, b| found | ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r')));
+    !controls && (s.is_ascii() || !s.contains(['\u{FFFE}', '\u{FFFF}']))
 }
 
 pub fn check_body(body: &str) -> SqsResult<()> {

@@ -217,3 +217,48 @@ fn locked_data_directory_is_one_line() {
     assert_fails_with_one_line(&output, "locked by another wharf");
     assert!(first.terminate(Duration::from_secs(10)).unwrap().success());
 }
+
+/// The AWS benches run end to end against a real server: every call answered, nothing counted
+/// as an error, and the figures the tables report are there.
+#[test]
+fn sqs_and_sns_benches_measure_a_running_server() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&["--data-dir", data.path().to_str().unwrap()]);
+    let endpoint = format!("http://{}", server.http);
+    let short = ["--seconds", "1", "--warmup", "0", "--connections", "4"];
+
+    for batch in ["1", "10"] {
+        let mut args = vec!["bench", "sqs", "--endpoint", &endpoint, "--batch", batch];
+        args.extend(short);
+        let output = run(&args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        let moved: f64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("messages/s end to end"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no messages/s line:\n{stdout}"));
+        assert!(moved > 0.0, "{stdout}");
+        assert!(stdout.contains("empty receives / errors / reconnects"), "{stdout}");
+        assert!(!stdout.contains("first error"), "{stdout}");
+    }
+
+    let mut args = vec!["bench", "sns", "--endpoint", &endpoint, "--subscriptions", "2"];
+    args.extend(short);
+    let output = run(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("| endpoint {endpoint}")))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in rows {
+        // | endpoint | filter | publishes/s | deliveries/s | p50 | p99 | errors |
+        let publishes: f64 = row[3].parse().unwrap();
+        let deliveries: f64 = row[4].parse().unwrap();
+        assert!(publishes > 0.0 && deliveries > 0.0, "{stdout}");
+        assert_eq!(row[7], "0", "{stdout}");
+    }
+}

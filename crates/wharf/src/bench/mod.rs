@@ -3,6 +3,7 @@
 //! they measured, and never assert timings: numbers go to docs/BENCHMARKS.md with the command.
 
 pub mod amqp;
+mod http;
 pub mod load;
 pub mod sns;
 pub mod sqs;

@@ -13,12 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+
+use super::http::{parse_endpoint, Connection};
 
 #[derive(Args, Debug)]
 pub struct SnsArgs {
@@ -47,17 +45,6 @@ pub struct SnsArgs {
 
 const POLICY: &str = r#"{"kind": ["bench"], "size": [{"numeric": [">=", 0]}]}"#;
 
-#[derive(Clone)]
-struct Endpoint {
-    addr: String,
-    host: String,
-}
-
-struct Connection {
-    endpoint: Endpoint,
-    sender: Option<SendRequest<Full<Bytes>>>,
-}
-
 enum Api {
     /// SNS Query form post.
     Sns,
@@ -65,60 +52,58 @@ enum Api {
     Sqs(&'static str),
 }
 
-impl Connection {
-    async fn call(&mut self, api: &Api, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
-        for attempt in 0..2 {
-            if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-                let stream = tokio::net::TcpStream::connect(&self.endpoint.addr)
-                    .await
-                    .with_context(|| format!("connect {}", self.endpoint.addr))?;
-                stream.set_nodelay(true)?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                self.sender = Some(sender);
-            }
-            let sender = self.sender.as_mut().context("no connection")?;
-            if sender.ready().await.is_err() {
-                self.sender = None;
-                continue;
-            }
-            let (service, content_type) = match api {
-                Api::Sns => ("sns", "application/x-www-form-urlencoded"),
-                Api::Sqs(_) => ("sqs", "application/x-amz-json-1.0"),
-            };
-            let mut request = hyper::Request::post("/")
-                .header(hyper::header::HOST, &self.endpoint.host)
-                .header(hyper::header::CONTENT_TYPE, content_type)
-                // Neither wharf (by default) nor moto verifies signatures; both read the
-                // credential scope's service and region from this header, as from an SDK.
-                .header(
-                    hyper::header::AUTHORIZATION,
-                    format!(
-                        "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/{service}/aws4_request, \
-                         SignedHeaders=host, Signature=0"
-                    ),
-                );
-            if let Api::Sqs(action) = api {
-                request = request.header("x-amz-target", format!("AmazonSQS.{action}"));
-            }
-            match sender.send_request(request.body(Full::new(body.clone()))?).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    return Ok((status, response.into_body().collect().await?.to_bytes()));
-                }
-                Err(e) if attempt == 0 && e.is_canceled() => self.sender = None,
-                Err(e) => return Err(e.into()),
-            }
+/// Neither wharf (by default) nor moto verifies signatures; both read the credential scope's
+/// service and region from this header, as from an SDK.
+fn authorization(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    )
+}
+
+/// The SNS and SQS calls of the bench, on the benches' HTTP/1.1 client.
+struct Client {
+    connection: Connection,
+    sns_authorization: String,
+    sqs_authorization: String,
+}
+
+impl Client {
+    fn new(connection: Connection) -> Client {
+        Client {
+            connection,
+            sns_authorization: authorization("sns"),
+            sqs_authorization: authorization("sqs"),
         }
-        bail!("the server closed the connection twice in a row")
     }
 
-    async fn ok(&mut self, api: Api, body: String) -> anyhow::Result<Bytes> {
-        let (status, answer) = self.call(&api, Bytes::from(body)).await?;
+    async fn call(&mut self, api: &Api, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        let answer = match api {
+            Api::Sns => {
+                let headers = [
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                    ("Authorization", self.sns_authorization.as_str()),
+                ];
+                self.connection.post(&headers, body).await?
+            }
+            Api::Sqs(action) => {
+                let target = format!("AmazonSQS.{action}");
+                let headers = [
+                    ("Content-Type", "application/x-amz-json-1.0"),
+                    ("X-Amz-Target", target.as_str()),
+                    ("Authorization", self.sqs_authorization.as_str()),
+                ];
+                self.connection.post(&headers, body).await?
+            }
+        };
+        Ok((answer.status, answer.body))
+    }
+
+    async fn ok(&mut self, api: Api, body: String) -> anyhow::Result<Vec<u8>> {
+        let (status, answer) = self.call(&api, body.as_bytes()).await?;
         if status != 200 {
-            bail!("{} answered {status}: {}", self.endpoint.host, String::from_utf8_lossy(&answer));
+            let host = &self.connection.endpoint().host;
+            bail!("{host} answered {status}: {}", String::from_utf8_lossy(&answer));
         }
         Ok(answer)
     }
@@ -157,7 +142,7 @@ struct Setup {
     queues: Vec<String>,
 }
 
-async fn setup(c: &mut Connection, args: &SnsArgs, filtered: bool) -> anyhow::Result<Setup> {
+async fn setup(c: &mut Client, args: &SnsArgs, filtered: bool) -> anyhow::Result<Setup> {
     let name = format!("wharf-bench-{}-{}", std::process::id(), unique_suffix());
     let answer = c
         .ok(Api::Sns, form(&[("Action", "CreateTopic"), ("Version", "2010-03-31"), ("Name", &name)]))
@@ -191,7 +176,7 @@ async fn setup(c: &mut Connection, args: &SnsArgs, filtered: bool) -> anyhow::Re
     Ok(Setup { topic, queues })
 }
 
-async fn queued(c: &mut Connection, queues: &[String]) -> anyhow::Result<u64> {
+async fn queued(c: &mut Client, queues: &[String]) -> anyhow::Result<u64> {
     let mut total = 0;
     for url in queues {
         let out = c
@@ -209,8 +194,13 @@ async fn queued(c: &mut Connection, queues: &[String]) -> anyhow::Result<u64> {
 }
 
 struct Report {
+    /// Publishes answered 200 that started and ended inside the measured window.
     publishes: u64,
-    deliveries: u64,
+    /// Copies the queues gained between the two counts, and the seconds between them; `None`
+    /// when the counts took so long that too little of the window lay between them (a slow
+    /// peer under load).
+    deliveries: Option<(u64, f64)>,
+    /// The measured window.
     seconds: f64,
     latencies_us: Vec<u32>,
     errors: u64,
@@ -218,39 +208,39 @@ struct Report {
 }
 
 async fn measure(args: &SnsArgs, url: &str, filtered: bool) -> anyhow::Result<Report> {
-    let rest = url.strip_prefix("http://").context("only http:// endpoints")?;
-    let host = rest.split('/').next().unwrap_or_default().to_owned();
-    let addr = if host.contains(':') { host.clone() } else { format!("{host}:80") };
-    let endpoint = Endpoint { addr, host };
-    let mut control = Connection { endpoint: endpoint.clone(), sender: None };
+    let endpoint = parse_endpoint(url)?;
+    let mut control = Client::new(Connection::new(endpoint.clone()));
     let s = setup(&mut control, args, filtered).await?;
     let message: String = (0..args.size).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    let publish = Bytes::from(form(&[
-        ("Action", "Publish"),
-        ("Version", "2010-03-31"),
-        ("TopicArn", &s.topic),
-        ("Message", &message),
-        ("MessageAttributes.entry.1.Name", "kind"),
-        ("MessageAttributes.entry.1.Value.DataType", "String"),
-        ("MessageAttributes.entry.1.Value.StringValue", "bench"),
-        ("MessageAttributes.entry.2.Name", "size"),
-        ("MessageAttributes.entry.2.Value.DataType", "Number"),
-        ("MessageAttributes.entry.2.Value.StringValue", &args.size.to_string()),
-    ]));
+    let publish = Arc::new(
+        form(&[
+            ("Action", "Publish"),
+            ("Version", "2010-03-31"),
+            ("TopicArn", &s.topic),
+            ("Message", &message),
+            ("MessageAttributes.entry.1.Name", "kind"),
+            ("MessageAttributes.entry.1.Value.DataType", "String"),
+            ("MessageAttributes.entry.1.Value.StringValue", "bench"),
+            ("MessageAttributes.entry.2.Name", "size"),
+            ("MessageAttributes.entry.2.Value.DataType", "Number"),
+            ("MessageAttributes.entry.2.Value.StringValue", &args.size.to_string()),
+        ])
+        .into_bytes(),
+    );
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let stop_at = measure_from + Duration::from_secs(args.seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let mut c = Connection { endpoint: endpoint.clone(), sender: None };
+        let mut c = Client::new(Connection::new(endpoint.clone()));
         let body = publish.clone();
         let stop = stop.clone();
         workers.push(tokio::spawn(async move {
             let (mut n, mut errors, mut lat, mut first) = (0u64, 0u64, Vec::new(), None);
             while !stop.load(Ordering::Relaxed) && Instant::now() < stop_at {
                 let t = Instant::now();
-                let r = c.call(&Api::Sns, body.clone()).await;
+                let r = c.call(&Api::Sns, &body).await;
                 let measured = t >= measure_from && Instant::now() <= stop_at;
                 match r {
                     Ok((200, _)) if measured => {
@@ -273,15 +263,18 @@ async fn measure(args: &SnsArgs, url: &str, filtered: bool) -> anyhow::Result<Re
     }
     tokio::time::sleep_until(measure_from.into()).await;
     let before = queued(&mut control, &s.queues).await?;
-    let window = Instant::now();
+    let counted_from = Instant::now();
     tokio::time::sleep_until(stop_at.into()).await;
-    let seconds = window.elapsed().as_secs_f64();
+    let counted_until = Instant::now();
     let after = queued(&mut control, &s.queues).await?;
     stop.store(true, Ordering::Relaxed);
+    // Each count is a series of calls the server answers among the publishes; the copies are
+    // counted over the time between the end of the first and the start of the second.
+    let between = counted_until.saturating_duration_since(counted_from).as_secs_f64();
     let mut report = Report {
         publishes: 0,
-        deliveries: after.saturating_sub(before),
-        seconds,
+        deliveries: (between >= args.seconds as f64 / 2.0).then(|| (after.saturating_sub(before), between)),
+        seconds: args.seconds as f64,
         latencies_us: Vec::new(),
         errors: 0,
         first_error: None,
@@ -338,10 +331,13 @@ pub fn run(args: SnsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("benchmark against {url}"))?;
             r.latencies_us.sort_unstable();
             println!(
-                "| {role} {url} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+                "| {role} {url} | {} | {:.0} | {} | {:.2} | {:.2} | {} |",
                 if filtered { "on every subscription" } else { "none" },
                 r.publishes as f64 / r.seconds,
-                r.deliveries as f64 / r.seconds,
+                r.deliveries.map_or(
+                    "- (counting took most of the window)".to_owned(),
+                    |(copies, seconds)| format!("{:.0}", copies as f64 / seconds)
+                ),
                 percentile(&r.latencies_us, 0.50),
                 percentile(&r.latencies_us, 0.99),
                 r.errors,

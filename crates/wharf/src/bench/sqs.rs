@@ -2,8 +2,9 @@
 //! HTTP/1.1 connections speaking the SQS JSON 1.0 protocol, against one or more endpoints in
 //! turn (wharf and a peer such as moto_server) with the same settings, printed side by side.
 //!
-//! The client is deliberately lean — one hyper HTTP/1.1 connection per worker, requests built
-//! once, responses parsed only for the fields the loop needs — because on the project's 2-core
+//! The client is deliberately lean — one connection per worker on the benches' own HTTP/1.1
+//! client ([`super::http`]), requests built once, responses parsed only for the fields the loop
+//! needs — because on the project's 2-core
 //! machine the tool shares the cores with the server it measures. It reports its own CPU time
 //! so a reader can see how much of the machine the load itself took.
 
@@ -12,13 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
+
+use super::http::{parse_endpoint, Answer, Connection};
 
 #[derive(Args, Debug)]
 pub struct SqsArgs {
@@ -98,100 +97,24 @@ impl Report {
     }
 }
 
-/// Where to connect and what to put in `Host`.
-#[derive(Clone)]
-struct Endpoint {
-    addr: String,
-    host: String,
-}
+/// Neither wharf (by default) nor moto verifies signatures, but both read the credential
+/// scope (sender id, region) from this header, as from a real SDK.
+const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/sqs/aws4_request, \
+                             SignedHeaders=host;x-amz-target, Signature=0";
 
-fn parse_endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("only http:// endpoints are supported, got {url}");
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() {
-        bail!("no host in {url}");
-    }
-    let addr = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
-    Ok(Endpoint { addr, host: authority.to_owned() })
-}
-
-/// A keep-alive HTTP/1.1 connection that reconnects when the server closes it.
-struct Connection {
-    endpoint: Endpoint,
-    sender: Option<SendRequest<Full<Bytes>>>,
-    reconnects: u64,
-}
-
-/// A response's status and body.
-struct Answer {
-    status: u16,
-    body: Bytes,
-}
-
-impl Connection {
-    fn new(endpoint: Endpoint) -> Connection {
-        Connection { endpoint, sender: None, reconnects: 0 }
-    }
-
-    async fn connect(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
-        if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
-            return Ok(self.sender.as_mut().expect("checked above"));
-        }
-        if self.sender.take().is_some() {
-            self.reconnects += 1;
-        }
-        let stream = tokio::net::TcpStream::connect(&self.endpoint.addr)
-            .await
-            .with_context(|| format!("connect {}", self.endpoint.addr))?;
-        // Small request/response exchanges: never wait for Nagle.
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            // The connection ends when the server closes it or the sender is dropped; either
-            // way the next call reconnects, so its outcome needs no handling here.
-            let _ = connection.await;
-        });
-        Ok(self.sender.insert(sender))
-    }
-
-    /// POST one JSON 1.0 call. Retries once on a fresh connection if the server had closed
-    /// the old one between calls (a keep-alive race, not a failed call).
-    async fn call(&mut self, action: &str, body: Bytes) -> anyhow::Result<Answer> {
-        for attempt in 0..2 {
-            let host = self.endpoint.host.clone();
-            let sender = self.connect().await?;
-            if sender.ready().await.is_err() {
-                self.sender = None;
-                continue;
-            }
-            let request = hyper::Request::post("/")
-                .header(hyper::header::HOST, host)
-                .header(hyper::header::CONTENT_TYPE, "application/x-amz-json-1.0")
-                .header("x-amz-target", format!("AmazonSQS.{action}"))
-                // Neither wharf (by default) nor moto verifies signatures, but both read the
-                // credential scope (sender id, region) from this header, as from a real SDK.
-                .header(
-                    hyper::header::AUTHORIZATION,
-                    "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/sqs/aws4_request, \
-                     SignedHeaders=host;x-amz-target, Signature=0",
-                )
-                .body(Full::new(body.clone()))?;
-            match sender.send_request(request).await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body = response.into_body().collect().await?.to_bytes();
-                    return Ok(Answer { status, body });
-                }
-                Err(e) if attempt == 0 && e.is_canceled() => {
-                    self.sender = None;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        bail!("{action}: the server closed the connection twice in a row")
-    }
+/// One SQS JSON 1.0 call.
+async fn call(connection: &mut Connection, action: &str, body: &[u8]) -> anyhow::Result<Answer> {
+    let target = format!("AmazonSQS.{action}");
+    connection
+        .post(
+            &[
+                ("Content-Type", "application/x-amz-json-1.0"),
+                ("X-Amz-Target", &target),
+                ("Authorization", AUTHORIZATION),
+            ],
+            body,
+        )
+        .await
 }
 
 #[derive(Deserialize)]
@@ -261,7 +184,7 @@ async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
     let mut control = Connection::new(endpoint.clone());
     let queue_name = format!("wharf-bench-{}-{}", std::process::id(), unique_suffix());
     let answer =
-        control.call("CreateQueue", Bytes::from(json!({ "QueueName": queue_name }).to_string())).await?;
+        call(&mut control, "CreateQueue", json!({ "QueueName": queue_name }).to_string().as_bytes()).await?;
     if answer.status != 200 {
         bail!("CreateQueue answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body));
     }
@@ -276,9 +199,11 @@ async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
             (0..args.batch).map(|i| json!({ "Id": format!("m{i}"), "MessageBody": body })).collect();
         json!({ "QueueUrl": queue_url, "Entries": entries })
     };
-    let send_request = Bytes::from(send_request.to_string());
-    let receive_request = Bytes::from(
-        json!({ "QueueUrl": queue_url, "MaxNumberOfMessages": args.batch, "WaitTimeSeconds": 0 }).to_string(),
+    let send_request = Arc::new(send_request.to_string().into_bytes());
+    let receive_request = Arc::new(
+        json!({ "QueueUrl": queue_url, "MaxNumberOfMessages": args.batch, "WaitTimeSeconds": 0 })
+            .to_string()
+            .into_bytes(),
     );
 
     let start = Instant::now();
@@ -313,7 +238,7 @@ async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
     }
     let report = Report { measured, totals, tool_cpu };
     // Leave nothing behind on a durable server.
-    let _ = control.call("DeleteQueue", Bytes::from(json!({ "QueueUrl": queue_url }).to_string())).await;
+    let _ = call(&mut control, "DeleteQueue", json!({ "QueueUrl": queue_url }).to_string().as_bytes()).await;
     Ok(report)
 }
 
@@ -324,8 +249,8 @@ fn unique_suffix() -> u128 {
 /// One worker's loop and what it shares with the others.
 struct Job {
     queue_url: String,
-    send_request: Bytes,
-    receive_request: Bytes,
+    send_request: Arc<Vec<u8>>,
+    receive_request: Arc<Vec<u8>>,
     batch: u8,
     measure_from: Instant,
     stop_at: Instant,
@@ -345,7 +270,7 @@ impl Job {
             let measuring = cycle_started >= self.measure_from;
 
             let started = Instant::now();
-            match connection.call(send_action, self.send_request.clone()).await {
+            match call(&mut connection, send_action, &self.send_request).await {
                 Ok(a) if a.status == 200 => {
                     if self.batch > 1 {
                         if let Err(e) = check_batch(&a.body) {
@@ -366,7 +291,7 @@ impl Job {
             }
 
             let started = Instant::now();
-            let handles = match connection.call("ReceiveMessage", self.receive_request.clone()).await {
+            let handles = match call(&mut connection, "ReceiveMessage", &self.receive_request).await {
                 Ok(a) if a.status == 200 => match serde_json::from_slice::<ReceiveOut>(&a.body) {
                     Ok(out) => out.messages.into_iter().map(|m| m.receipt_handle).collect::<Vec<_>>(),
                     Err(e) => {
@@ -407,7 +332,7 @@ impl Job {
                 json!({ "QueueUrl": self.queue_url, "Entries": entries })
             };
             let started = Instant::now();
-            match connection.call(delete_action, Bytes::from(delete_request.to_string())).await {
+            match call(&mut connection, delete_action, delete_request.to_string().as_bytes()).await {
                 Ok(a) if a.status == 200 => {
                     let failed = if self.batch > 1 { check_batch(&a.body).err() } else { None };
                     match failed {
@@ -564,15 +489,6 @@ fn print_table(args: &SqsArgs, reports: &mut [(String, String, Report)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_parse_with_and_without_port() {
-        let e = parse_endpoint("http://127.0.0.1:9324").unwrap();
-        assert_eq!((e.addr.as_str(), e.host.as_str()), ("127.0.0.1:9324", "127.0.0.1:9324"));
-        let e = parse_endpoint("http://localhost/").unwrap();
-        assert_eq!(e.addr, "localhost:80");
-        assert!(parse_endpoint("https://example.com").is_err());
-    }
 
     #[test]
     fn percentiles_pick_nearest_rank() {
