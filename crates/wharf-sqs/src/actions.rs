@@ -8,6 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use wharf_core::message::AttributeValue;
 use wharf_core::{
@@ -149,8 +150,87 @@ async fn wait_durable(d: Durable) -> SqsResult<()> {
     d.wait().await.map_err(SqsError::internal)
 }
 
-fn failed_entry(id: &str, e: &SqsError) -> Value {
-    json!({"Id": id, "SenderFault": e.code.sender_fault(), "Code": e.code.json_type(), "Message": e.message})
+/// What every batch action answers: the entries that succeeded and those that failed.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchResult<'a, T> {
+    successful: Vec<T>,
+    failed: Vec<FailedEntry<'a>>,
+}
+
+/// A batch entry that succeeded with nothing more to say than its id.
+#[derive(Serialize)]
+struct BatchId<'a> {
+    #[serde(rename = "Id")]
+    id: &'a str,
+}
+
+/// A batch entry that failed.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FailedEntry<'a> {
+    id: &'a str,
+    sender_fault: bool,
+    code: &'static str,
+    message: String,
+}
+
+fn failed_entry<'a>(id: &'a str, e: &SqsError) -> FailedEntry<'a> {
+    FailedEntry {
+        id,
+        sender_fault: e.code.sender_fault(),
+        code: e.code.json_type(),
+        message: e.message.clone(),
+    }
+}
+
+/// The digests a send answers with; SDKs check them against what they sent.
+struct Digests {
+    body: String,
+    attributes: Option<String>,
+    system: Option<String>,
+}
+
+/// SendMessage's answer, and a SendMessageBatch entry's (which adds its `Id`).
+#[derive(Serialize)]
+struct SentMessage<'a> {
+    #[serde(rename = "Id", skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "MessageId")]
+    message_id: String,
+    #[serde(rename = "MD5OfMessageBody")]
+    body_md5: String,
+    #[serde(rename = "MD5OfMessageAttributes", skip_serializing_if = "Option::is_none")]
+    attributes_md5: Option<String>,
+    #[serde(rename = "MD5OfMessageSystemAttributes", skip_serializing_if = "Option::is_none")]
+    system_md5: Option<String>,
+    #[serde(rename = "SequenceNumber", skip_serializing_if = "Option::is_none")]
+    sequence_number: Option<String>,
+}
+
+impl<'a> SentMessage<'a> {
+    fn new(id: Option<&'a str>, digests: Digests, sent: &Sent, fifo: bool) -> Self {
+        SentMessage {
+            id,
+            message_id: sent.message_id.to_string(),
+            body_md5: digests.body,
+            attributes_md5: digests.attributes,
+            system_md5: digests.system,
+            sequence_number: fifo.then(|| format!("{:020}", sent.sequence_number)),
+        }
+    }
+}
+
+/// An output for the caller's protocol: JSON callers get the text straight from the typed
+/// output (no document built, walked and dropped on the hot actions), Query callers the
+/// document their XML is rendered from.
+fn output<T: Serialize>(value: &T, ctx: &RequestContext) -> SqsResult<Output> {
+    let rendered = if ctx.json {
+        serde_json::to_string(value).map(Output::Json)
+    } else {
+        serde_json::to_value(value).map(Output::Doc)
+    };
+    rendered.map_err(|e| SqsError::internal(e.to_string()))
 }
 
 /// A parsed, validated SendMessage (or batch entry), before it reaches the engine.
@@ -231,6 +311,10 @@ impl Sqs {
         match action {
             // The hottest output, written straight as JSON for JSON callers.
             "ReceiveMessage" => self.receive_message(p, ctx).await,
+            "SendMessage" => self.send_message(p, ctx).await,
+            "SendMessageBatch" => self.send_message_batch(p, ctx).await,
+            "DeleteMessageBatch" => self.delete_message_batch(p, ctx).await,
+            "ChangeMessageVisibilityBatch" => self.change_message_visibility_batch(p, ctx),
             _ => self.call_for_document(action, p, ctx).await.map(Output::Doc),
         }
     }
@@ -244,12 +328,8 @@ impl Sqs {
             "GetQueueAttributes" => self.get_queue_attributes(p),
             "SetQueueAttributes" => self.set_queue_attributes(p),
             "PurgeQueue" => self.purge_queue(p),
-            "SendMessage" => self.send_message(p, ctx).await,
-            "SendMessageBatch" => self.send_message_batch(p, ctx).await,
             "DeleteMessage" => self.delete_message(p).await,
-            "DeleteMessageBatch" => self.delete_message_batch(p).await,
             "ChangeMessageVisibility" => self.change_message_visibility(p),
-            "ChangeMessageVisibilityBatch" => self.change_message_visibility_batch(p),
             "ListDeadLetterSourceQueues" => self.list_dead_letter_source_queues(p, ctx),
             "TagQueue" => self.tag_queue(p),
             "UntagQueue" => self.untag_queue(p),
@@ -717,9 +797,8 @@ impl Sqs {
         Ok(out)
     }
 
-    /// A validated message as the engine takes it, and the start of its output document (the
-    /// digests; [`sent_output`] adds what the engine assigns).
-    fn to_engine(&self, m: Outgoing, ctx: &RequestContext) -> (Message, SendOptions, Map<String, Value>) {
+    /// A validated message as the engine takes it, and the digests of its answer.
+    fn to_engine(&self, m: Outgoing, ctx: &RequestContext) -> (Message, SendOptions, Digests) {
         let mut system_attributes = BTreeMap::new();
         system_attributes.insert(
             "SenderId".to_owned(),
@@ -730,15 +809,12 @@ impl Sqs {
                 system_attributes.insert(s.name.clone(), v.clone());
             }
         }
-        let mut out = Map::new();
         let body_md5 = md5(m.body.as_bytes());
-        out.insert("MD5OfMessageBody".into(), Value::String(hex(&body_md5)));
-        if let Some(d) = message::md5_of(&m.attributes) {
-            out.insert("MD5OfMessageAttributes".into(), Value::String(d));
-        }
-        if let Some(d) = message::md5_of(&m.system) {
-            out.insert("MD5OfMessageSystemAttributes".into(), Value::String(d));
-        }
+        let digests = Digests {
+            body: hex(&body_md5),
+            attributes: message::md5_of(&m.attributes),
+            system: message::md5_of(&m.system),
+        };
         let msg = Message {
             body: Bytes::from(m.body),
             headers: message::to_headers(&m.attributes),
@@ -753,21 +829,21 @@ impl Sqs {
             system_attributes,
             body_md5: Some(body_md5),
         };
-        (msg, opts, out)
+        (msg, opts, digests)
     }
 
-    async fn send_message(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+    async fn send_message(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
         let q = self.queue(p)?;
         let settings = q.settings();
         let m = self.parse_send(p, &settings)?;
-        let (msg, opts, mut out) = self.to_engine(m, ctx);
+        let (msg, opts, digests) = self.to_engine(m, ctx);
         let sent = q.send(msg, opts)?;
-        sent_output(&mut out, &sent, settings.kind == QueueKind::Fifo);
+        let out = SentMessage::new(None, digests, &sent, settings.kind == QueueKind::Fifo);
         wait_durable(sent.durable).await?;
-        Ok(Value::Object(out))
+        output(&out, ctx)
     }
 
-    async fn send_message_batch(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Value> {
+    async fn send_message_batch(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
         let q = self.queue(p)?;
         let entries = p.struct_list("Entries")?;
         let ids = check_batch(&entries, "SendMessageBatchRequestEntry")?;
@@ -796,8 +872,8 @@ impl Sqs {
         for (id, r) in ids.iter().zip(parsed) {
             match r {
                 Ok(m) => {
-                    let (msg, opts, out) = self.to_engine(m, ctx);
-                    outputs.push((*id, out));
+                    let (msg, opts, digests) = self.to_engine(m, ctx);
+                    outputs.push((*id, digests));
                     items.push((msg, opts));
                 }
                 Err(e) => failed.push(failed_entry(id, &e)),
@@ -805,12 +881,10 @@ impl Sqs {
         }
         let mut ok = Vec::new();
         let mut durable = Durable::done();
-        for ((id, mut out), sent) in outputs.into_iter().zip(q.send_batch(items)?) {
+        for ((id, digests), sent) in outputs.into_iter().zip(q.send_batch(items)?) {
             match sent {
                 Ok(sent) => {
-                    sent_output(&mut out, &sent, fifo);
-                    out.insert("Id".into(), Value::String(id.to_owned()));
-                    ok.push(Value::Object(out));
+                    ok.push(SentMessage::new(Some(id), digests, &sent, fifo));
                     durable = durable.join(sent.durable);
                 }
                 Err(e) => failed.push(failed_entry(id, &e.into())),
@@ -818,7 +892,7 @@ impl Sqs {
         }
         // One wait for the whole batch: group commit makes this one sync, not ten.
         wait_durable(durable).await?;
-        Ok(json!({"Successful": ok, "Failed": failed}))
+        output(&BatchResult { successful: ok, failed }, ctx)
     }
 
     async fn receive_message(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
@@ -882,18 +956,11 @@ impl Sqs {
                 .map(|d| ReceivedMessage::new(d, &system_names, &patterns, fifo, &arn))
                 .collect(),
         };
-        let to_doc = || serde_json::to_value(&received).map_err(|e| SqsError::internal(e.to_string()));
         // A FIFO receive attempt keeps its answer as a document, to give again on a retry.
         let Some(key) = attempt else {
-            return if ctx.json {
-                serde_json::to_string(&received)
-                    .map(Output::Json)
-                    .map_err(|e| SqsError::internal(e.to_string()))
-            } else {
-                to_doc().map(Output::Doc)
-            };
+            return output(&received, ctx);
         };
-        let response = to_doc()?;
+        let response = serde_json::to_value(&received).map_err(|e| SqsError::internal(e.to_string()))?;
         let lease_ms = visibility.map_or(q.settings().visibility_timeout_ms, |v| secs(v).as_millis() as u64);
         let valid_until_ms = self.now_ms() + lease_ms.min(ATTEMPT_WINDOW_MS);
         let mut attempts = self.attempts.lock();
@@ -912,7 +979,7 @@ impl Sqs {
         Ok(json!({}))
     }
 
-    async fn delete_message_batch(&self, p: Params<'_>) -> SqsResult<Value> {
+    async fn delete_message_batch(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
         let q = self.queue(p)?;
         let entries = p.struct_list("Entries")?;
         let ids = check_batch(&entries, "DeleteMessageBatchRequestEntry")?;
@@ -936,13 +1003,13 @@ impl Sqs {
             match deleted {
                 Ok(settled) => {
                     durable = durable.join(settled.durable);
-                    ok.push(json!({"Id": id}));
+                    ok.push(BatchId { id });
                 }
                 Err(e) => failed.push(failed_entry(id, &delete_error(handle, e))),
             }
         }
         wait_durable(durable).await?;
-        Ok(json!({"Successful": ok, "Failed": failed}))
+        output(&BatchResult { successful: ok, failed }, ctx)
     }
 
     fn change_message_visibility(&self, p: Params<'_>) -> SqsResult<Value> {
@@ -951,7 +1018,7 @@ impl Sqs {
         Ok(json!({}))
     }
 
-    fn change_message_visibility_batch(&self, p: Params<'_>) -> SqsResult<Value> {
+    fn change_message_visibility_batch(&self, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
         let q = self.queue(p)?;
         let entries = p.struct_list("Entries")?;
         let ids = check_batch(&entries, "ChangeMessageVisibilityBatchRequestEntry")?;
@@ -959,11 +1026,11 @@ impl Sqs {
         let mut failed = Vec::new();
         for (id, e) in ids.iter().zip(&entries) {
             match self.change_one(&q, *e) {
-                Ok(()) => ok.push(json!({"Id": id})),
+                Ok(()) => ok.push(BatchId { id }),
                 Err(err) => failed.push(failed_entry(id, &err)),
             }
         }
-        Ok(json!({"Successful": ok, "Failed": failed}))
+        output(&BatchResult { successful: ok, failed }, ctx)
     }
 
     // ---- message move tasks ----------------------------------------------------------------
@@ -1106,13 +1173,6 @@ impl Sqs {
 }
 
 /// What the engine assigned a sent message, added to its output document.
-fn sent_output(out: &mut Map<String, Value>, sent: &Sent, fifo: bool) {
-    out.insert("MessageId".into(), Value::String(sent.message_id.to_string()));
-    if fifo {
-        out.insert("SequenceNumber".into(), Value::String(format!("{:020}", sent.sequence_number)));
-    }
-}
-
 /// The SQS error for a failed delete of `handle`.
 fn delete_error(handle: &str, e: CoreError) -> SqsError {
     match e {
@@ -1138,13 +1198,13 @@ pub const SYSTEM_ATTRIBUTES: &[&str] = &[
 
 /// A ReceiveMessage output. Serialized straight to JSON on the hot path (no document in
 /// between), or to a document for the Query protocol's XML.
-#[derive(serde::Serialize)]
+#[derive(Serialize)]
 struct Received<'a> {
     #[serde(rename = "Messages")]
     messages: Vec<ReceivedMessage<'a>>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct ReceivedMessage<'a> {
     message_id: String,

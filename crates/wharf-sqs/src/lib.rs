@@ -89,12 +89,28 @@ where
 /// The SQS API as an axum router: every path and method goes to one handler, because Query
 /// requests may be sent to `/` or to a queue URL, by GET or POST.
 pub fn router(broker: Arc<Broker>, config: SqsConfig) -> Router {
-    if broker.vhost(&config.vhost).is_err() {
-        // A configured account vhost that does not exist yet is made on first use; if this
-        // fails, every request reports it as an internal error naming the vhost.
-        let _ = broker.create_vhost(&config.vhost);
+    Router::new().fallback(handle).with_state(SqsHandler::new(broker, config).0)
+}
+
+/// The SQS API as one request handler, for a listener that picks the front end itself (the
+/// AWS port, shared with SNS): what [`router`] serves, without a second router's per-request
+/// boxing and routing.
+#[derive(Clone)]
+pub struct SqsHandler(Arc<Sqs>);
+
+impl SqsHandler {
+    pub fn new(broker: Arc<Broker>, config: SqsConfig) -> SqsHandler {
+        if broker.vhost(&config.vhost).is_err() {
+            // A configured account vhost that does not exist yet is made on first use; if this
+            // fails, every request reports it as an internal error naming the vhost.
+            let _ = broker.create_vhost(&config.vhost);
+        }
+        SqsHandler(Arc::new(Sqs::new(broker, config)))
     }
-    Router::new().fallback(handle).with_state(Arc::new(Sqs::new(broker, config)))
+
+    pub async fn handle(&self, req: Request) -> Response {
+        handle(State(self.0.clone()), req).await
+    }
 }
 
 /// Which protocol a request speaks, decided from its headers alone.

@@ -18,10 +18,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tower::ServiceExt as _;
 use wharf_core::Broker;
 use wharf_sns::Sns;
-use wharf_sqs::SqsConfig;
+use wharf_sqs::{SqsConfig, SqsHandler};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Api {
@@ -30,7 +29,7 @@ enum Api {
 }
 
 struct Dispatch {
-    sqs: Router,
+    sqs: SqsHandler,
     sns: Arc<Sns>,
 }
 
@@ -50,7 +49,7 @@ where
 }
 
 pub fn router(broker: Arc<Broker>, sqs: SqsConfig, sns: Arc<Sns>) -> Router {
-    let dispatch = Arc::new(Dispatch { sqs: wharf_sqs::router(broker, sqs), sns });
+    let dispatch = Arc::new(Dispatch { sqs: SqsHandler::new(broker, sqs), sns });
     Router::new().fallback(handle).with_state(dispatch)
 }
 
@@ -77,10 +76,7 @@ async fn handle(State(d): State<Arc<Dispatch>>, req: Request) -> Response {
 async fn send(d: &Dispatch, api: Api, req: Request) -> Response {
     match api {
         Api::Sns => d.sns.handle(req).await,
-        Api::Sqs => match d.sqs.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        },
+        Api::Sqs => d.sqs.handle(req).await,
     }
 }
 
