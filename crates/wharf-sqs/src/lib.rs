@@ -24,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use wharf_core::Broker;
 
 pub use actions::{queue_name_from_url, valid_queue_name, ACTIONS};
@@ -34,7 +34,7 @@ pub use error::{ErrorCode, SqsError};
 pub use wire::{parse_form, xml_escape};
 
 use crate::actions::{Output, RequestContext, Sqs};
-use crate::wire::Params;
+use crate::wire::{Fields, Node, Params};
 
 /// Largest request body read. Above the 1 MiB message limit because base64 (binary
 /// attributes) and JSON escaping inflate a message that is itself within limits; anything
@@ -198,7 +198,7 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
             let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
             let action = target.strip_prefix("AmazonSQS.").unwrap_or("");
             let result = match json_input(&bytes) {
-                Ok(doc) if ACTIONS.contains(&action) => sqs.call(action, Params::new(&doc), &ctx).await,
+                Ok(fields) if ACTIONS.contains(&action) => sqs.call(action, Params::new(&fields), &ctx).await,
                 Ok(_) => Err(SqsError::new(
                     ErrorCode::InvalidAction,
                     format!(
@@ -240,7 +240,8 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
             let Value::Object(map) = &doc else {
                 return error_response(proto, &action, &SqsError::internal("query input"), &request_id);
             };
-            match sqs.call(&action, Params::new(map), &ctx).await {
+            let fields = Node::fields_of(map);
+            match sqs.call(&action, Params::new(&fields), &ctx).await {
                 Ok(Output::Doc(v)) => xml_response(&action, &v, &request_id),
                 Ok(Output::Json(_)) => {
                     let e = SqsError::internal("a JSON-only output for a Query request");
@@ -252,12 +253,12 @@ async fn handle(State(sqs): State<Arc<Sqs>>, req: Request) -> Response {
     }
 }
 
-fn json_input(bytes: &[u8]) -> Result<Map<String, Value>, SqsError> {
+fn json_input(bytes: &[u8]) -> Result<Fields<'_>, SqsError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
+        return Ok(Fields::new());
     }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
+    match serde_json::from_slice::<Node>(bytes) {
+        Ok(Node::Object(fields)) => Ok(fields),
         Ok(_) => Err(SqsError::new(ErrorCode::Serialization, "The request body must be a JSON object.")),
         Err(e) => {
             Err(SqsError::new(ErrorCode::Serialization, format!("The request body is not valid JSON: {e}")))

@@ -304,7 +304,7 @@ mod tests {
 
     fn attr(v: Value) -> SqsResult<MessageAttribute> {
         let Value::Object(m) = v else { panic!("object") };
-        parse_attribute("a", Params::new(&m))
+        parse_attribute("a", Params::new(&crate::wire::Node::fields_of(&m)))
     }
 
     #[test]
