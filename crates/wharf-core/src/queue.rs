@@ -353,6 +353,11 @@ pub struct Queue {
     shared: Arc<Shared>,
     vhost: Weak<VHost>,
     log: Option<Arc<dyn QueueLog>>,
+    /// Copies of settings that never change after creation, read without the state lock: the
+    /// SQS front end asks for them on every call, and taking the lock for them collided with
+    /// sends and receives holding it (a fifth of a worker's lock waits, each a context switch).
+    kind: QueueKind,
+    exclusive_owner: Option<crate::OwnerId>,
     state: Mutex<QueueState>,
     /// Long-polling receivers wait here.
     waiters: Notify,
@@ -434,6 +439,8 @@ impl Queue {
             shared,
             vhost,
             log: log.clone(),
+            kind: settings.kind,
+            exclusive_owner: settings.exclusive_owner,
             waiters: Notify::new(),
             state: Mutex::new(QueueState {
                 name: name.to_owned(),
@@ -480,13 +487,12 @@ impl Queue {
     }
 
     pub fn kind(&self) -> QueueKind {
-        self.state.lock().settings.kind
+        self.kind
     }
 
-    /// The connection this exclusive queue belongs to (without cloning the settings: the SQS
-    /// front end asks on every call).
+    /// The connection this exclusive queue belongs to.
     pub fn exclusive_owner(&self) -> Option<crate::OwnerId> {
-        self.state.lock().settings.exclusive_owner
+        self.exclusive_owner
     }
 
     /// Why the queue is closed, if its log was found damaged.
@@ -1195,8 +1201,10 @@ impl Queue {
         vhost.update_queue_settings(self, f)
     }
 
-    /// Install settings already validated by the vhost (under the definitions lock).
+    /// Install settings already validated by the vhost (under the definitions lock), which
+    /// refuses changes to the immutable ones this queue keeps copies of.
     pub(crate) fn set_settings(&self, new: QueueSettings) -> Result<()> {
+        debug_assert!(new.kind == self.kind && new.exclusive_owner == self.exclusive_owner);
         self.with_state(|st, _now, _fx| {
             st.settings = new;
             Ok(())
