@@ -76,6 +76,7 @@ pub struct StoreSample {
     pub persistent: bool,
     pub bytes_on_disk: u64,
     pub fsyncs_total: u64,
+    pub sync_rounds_total: u64,
     pub fsync_seconds_total: f64,
     pub fsync_seconds_max: f64,
     pub records_appended_total: u64,

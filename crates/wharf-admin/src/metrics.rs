@@ -66,7 +66,7 @@ pub fn render_metrics(snapshot: &Snapshot) -> String {
     }
 
     let store = &snapshot.store;
-    let store_metrics: [(&str, &str, &str, String); 8] = [
+    let store_metrics: [(&str, &str, &str, String); 9] = [
         (
             "wharf_store_persistent",
             "gauge",
@@ -84,6 +84,12 @@ pub fn render_metrics(snapshot: &Snapshot) -> String {
             "counter",
             "fdatasync calls made by the group-commit thread.",
             store.fsyncs_total.to_string(),
+        ),
+        (
+            "wharf_store_sync_rounds_total",
+            "counter",
+            "Group-commit rounds; (records appended + settled) / rounds is the writes one round made durable.",
+            store.sync_rounds_total.to_string(),
         ),
         (
             "wharf_store_fsync_seconds_total",
@@ -175,6 +181,7 @@ mod tests {
             store: StoreSample {
                 persistent: true,
                 fsyncs_total: 7,
+                sync_rounds_total: 4,
                 fsync_seconds_total: 0.5,
                 ..StoreSample::default()
             },
@@ -191,6 +198,7 @@ mod tests {
         );
         assert!(text.contains("wharf_connections{protocol=\"amqp\"} 4"));
         assert!(text.contains("wharf_store_fsyncs_total 7"));
+        assert!(text.contains("wharf_store_sync_rounds_total 4"));
         assert!(text.contains("wharf_store_fsync_seconds_total 0.5"));
         assert!(text.contains("# TYPE wharf_store_fsyncs_total counter"));
         // Every sample line is `name{labels} value` or `name value`: no line is left half-written.

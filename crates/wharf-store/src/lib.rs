@@ -255,6 +255,9 @@ pub struct QueueLogStats {
 pub struct StoreStats {
     pub bytes_on_disk: u64,
     pub fsyncs: u64,
+    /// Group-commit rounds: (appended + settled) / rounds is how many writes one round made
+    /// durable.
+    pub sync_rounds: u64,
     /// Sum of fsync durations, for the average latency.
     pub fsync_seconds_total: f64,
     /// Longest single fsync so far.

@@ -164,6 +164,7 @@ impl Observe for ServerState {
                 persistent: self.store.is_persistent(),
                 bytes_on_disk: stats.bytes_on_disk,
                 fsyncs_total: stats.fsyncs,
+                sync_rounds_total: stats.sync_rounds,
                 fsync_seconds_total: stats.fsync_seconds_total,
                 fsync_seconds_max: stats.fsync_seconds_max,
                 records_appended_total: stats.records_appended,

@@ -329,6 +329,7 @@ impl Store for FileStore {
         StoreStats {
             bytes_on_disk,
             fsyncs: sync.fsyncs,
+            sync_rounds: sync.rounds,
             fsync_seconds_total: sync.fsync_seconds_total,
             fsync_seconds_max: sync.fsync_seconds_max,
             records_appended: self.counters.appended.load(Ordering::Relaxed),
