@@ -49,8 +49,10 @@ pub struct Connection {
     request: Vec<u8>,
     /// Bytes read and not yet consumed.
     input: Vec<u8>,
-    /// Times a call found the connection closed and opened a new one.
+    /// Connections opened after the first: the server closed the previous one, saying so
+    /// (`Connection: close`) or not (found closed when the next call was made).
     pub reconnects: u64,
+    connected_before: bool,
 }
 
 /// How the body of an answer ends.
@@ -73,7 +75,14 @@ const MAX_HEADERS: usize = 64;
 
 impl Connection {
     pub fn new(endpoint: Endpoint) -> Connection {
-        Connection { endpoint, stream: None, request: Vec::new(), input: Vec::new(), reconnects: 0 }
+        Connection {
+            endpoint,
+            stream: None,
+            request: Vec::new(),
+            input: Vec::new(),
+            reconnects: 0,
+            connected_before: false,
+        }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -105,6 +114,8 @@ impl Connection {
                 stream.set_nodelay(true)?;
                 self.stream = Some(stream);
                 self.input.clear();
+                self.reconnects += u64::from(self.connected_before);
+                self.connected_before = true;
             }
             match self.exchange().await {
                 Ok(answer) => return Ok(answer),
@@ -112,7 +123,6 @@ impl Connection {
                     self.stream = None;
                     let stale = e.downcast_ref::<StaleConnection>().is_some();
                     if stale && reused && attempt == 0 {
-                        self.reconnects += 1;
                         continue;
                     }
                     return Err(e);
@@ -334,10 +344,12 @@ mod tests {
         let a = c.post(&[], b"again").await.unwrap();
         assert_eq!((a.status, a.body.as_slice()), (200, &b"ok"[..]));
         assert_eq!(c.reconnects, 1);
+        // After `Connection: close`, and again after the HTTP/1.0 answer the close ended.
         let a = c.post(&[], b"").await.unwrap();
         assert_eq!((a.status, a.body.as_slice()), (200, &b"until the end"[..]));
         let a = c.post(&[], b"").await.unwrap();
         assert_eq!((a.status, a.body.len()), (204, 0));
+        assert_eq!(c.reconnects, 3);
     }
 
     #[test]
