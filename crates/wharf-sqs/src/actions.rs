@@ -309,7 +309,7 @@ impl Sqs {
 
     pub async fn call(&self, action: &str, p: Params<'_>, ctx: &RequestContext) -> SqsResult<Output> {
         match action {
-            // The hottest output, written straight as JSON for JSON callers.
+            // The hot actions answer from typed outputs (see `output`).
             "ReceiveMessage" => self.receive_message(p, ctx).await,
             "SendMessage" => self.send_message(p, ctx).await,
             "SendMessageBatch" => self.send_message_batch(p, ctx).await,

@@ -4,9 +4,9 @@
 //!
 //! The client is deliberately lean — one connection per worker on the benches' own HTTP/1.1
 //! client ([`super::http`]), requests built once, responses parsed only for the fields the loop
-//! needs — because on the project's 2-core
-//! machine the tool shares the cores with the server it measures. It reports its own CPU time
-//! so a reader can see how much of the machine the load itself took.
+//! needs — because on the project's 2-core machine the tool shares the cores with the server it
+//! measures. It reports its own CPU time so a reader can see how much of the machine the load
+//! itself took.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
