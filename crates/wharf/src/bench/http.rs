@@ -6,9 +6,9 @@
 //! server it measures, so what the tool spends per call is taken from the server. hyper's client
 //! runs each connection as a task of its own, so every call crossed two task hand-offs and built
 //! a header map; this client does the same work in the caller's task (`wharf bench sqs` spends
-//! about two thirds of the CPU per message it did; docs/BENCHMARKS.md). It speaks only what the
-//! benches need: POST with a `Content-Length` body, and answers framed by `Content-Length`,
-//! chunked encoding or the end of the connection.
+//! two thirds to three quarters of the CPU per message it did; docs/BENCHMARKS.md). It speaks
+//! only what the benches need: POST with a `Content-Length` body, and answers framed by
+//! `Content-Length`, chunked encoding or the end of the connection.
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
