@@ -315,7 +315,8 @@ pub fn run(args: SnsArgs) -> anyhow::Result<()> {
     if let Some(peer) = &args.peer_endpoint {
         targets.push(("peer", peer.clone()));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    // Every publisher on this thread, as `bench sqs` does by default.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     println!(
         "wharf bench sns: Publish to a topic with {} SQS subscriptions (raw delivery); {} connections, {} B messages, \
          {} s warm-up + {} s measured per endpoint and scenario",

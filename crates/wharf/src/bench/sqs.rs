@@ -44,8 +44,9 @@ pub struct SqsArgs {
     /// Seconds of load before measuring starts (connections warm, queue indexes sized).
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
-    /// Threads of the tool's own runtime. One keeps the tool off the server's core as much as
-    /// a load generator can be.
+    /// Threads of the tool's own runtime. One (the default) runs every worker on the calling
+    /// thread (tokio's current-thread runtime), which keeps the tool off the server's core as
+    /// much as a load generator can be and costs the least per call.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 }
@@ -56,11 +57,14 @@ pub fn run(args: SqsArgs) -> anyhow::Result<()> {
     if let Some(peer) = &args.peer_endpoint {
         targets.push(("peer".to_owned(), peer.clone()));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-        .context("cannot start the tool's runtime")?;
+    let mut builder = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let runtime = builder.enable_all().build().context("cannot start the tool's runtime")?;
     let mode = if args.batch == 1 {
         "SendMessage -> ReceiveMessage -> DeleteMessage".to_owned()
     } else {
