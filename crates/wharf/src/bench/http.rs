@@ -136,22 +136,24 @@ impl Connection {
     async fn exchange(&mut self) -> anyhow::Result<Answer> {
         let stream = self.stream.as_mut().context("not connected")?;
         if let Err(e) = stream.write_all(&self.request).await {
-            return Err(match e.kind() {
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                    StaleConnection.into()
-                }
-                _ => anyhow::Error::from(e).context("write request"),
+            let stale =
+                matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset);
+            return Err(if stale {
+                StaleConnection.into()
+            } else {
+                anyhow::Error::from(e).context("write request")
             });
         }
         let head = loop {
             if let Some(head) = parse_head(&self.input)? {
                 break head;
             }
-            if read_more(stream, &mut self.input).await? == 0 {
-                if self.input.is_empty() {
-                    return Err(StaleConnection.into());
-                }
-                bail!("the server closed the connection in the middle of an answer's head");
+            match read_more(stream, &mut self.input).await {
+                Ok(0) if self.input.is_empty() => return Err(StaleConnection.into()),
+                Ok(0) => bail!("the server closed the connection in the middle of an answer's head"),
+                Ok(_) => {}
+                Err(e) if self.input.is_empty() && is_reset(&e) => return Err(StaleConnection.into()),
+                Err(e) => return Err(e),
             }
         };
         let (body, used) = loop {
@@ -191,6 +193,11 @@ impl std::fmt::Display for StaleConnection {
 }
 
 impl std::error::Error for StaleConnection {}
+
+/// A connection the server reset (rather than closed).
+fn is_reset(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+}
 
 async fn read_more(stream: &mut TcpStream, input: &mut Vec<u8>) -> anyhow::Result<usize> {
     input.reserve(64 * 1024);
@@ -308,6 +315,10 @@ mod tests {
                     }
                     input.drain(..head_len + body_len);
                     match answers.next() {
+                        Some(Some(b"RESET")) => {
+                            socket.set_zero_linger().unwrap();
+                            continue 'connections;
+                        }
                         // An HTTP/1.0 answer without a length ends where the connection does.
                         Some(Some(answer)) if answer.starts_with(b"HTTP/1.0") => {
                             socket.write_all(answer).await.unwrap();
@@ -331,6 +342,9 @@ mod tests {
             // The server drops the kept-alive connection instead of answering: the call is
             // made again on a new one.
             None,
+            Some(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            // The same when it resets the kept-alive connection.
+            Some(b"RESET"),
             Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: close\r\n\r\nok"),
             Some(b"HTTP/1.0 200 OK\r\n\r\nuntil the end"),
             Some(b"HTTP/1.1 204 No Content\r\n\r\n"),
@@ -344,12 +358,15 @@ mod tests {
         let a = c.post(&[], b"again").await.unwrap();
         assert_eq!((a.status, a.body.as_slice()), (200, &b"ok"[..]));
         assert_eq!(c.reconnects, 1);
+        let a = c.post(&[], b"after a reset").await.unwrap();
+        assert_eq!((a.status, a.body.as_slice()), (200, &b"ok"[..]));
+        assert_eq!(c.reconnects, 2);
         // After `Connection: close`, and again after the HTTP/1.0 answer the close ended.
         let a = c.post(&[], b"").await.unwrap();
         assert_eq!((a.status, a.body.as_slice()), (200, &b"until the end"[..]));
         let a = c.post(&[], b"").await.unwrap();
         assert_eq!((a.status, a.body.len()), (204, 0));
-        assert_eq!(c.reconnects, 3);
+        assert_eq!(c.reconnects, 4);
     }
 
     #[test]
