@@ -10,6 +10,8 @@
 //! only what the benches need: POST with a `Content-Length` body, and answers framed by
 //! `Content-Length`, chunked encoding or the end of the connection.
 
+use std::io::Write as _;
+
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,7 +103,8 @@ impl Connection {
                 self.request.extend_from_slice(part);
             }
         }
-        self.request.extend_from_slice(format!("\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.request, "\r\nContent-Length: {}\r\n\r\n", body.len());
         self.request.extend_from_slice(body);
 
         for attempt in 0..2 {

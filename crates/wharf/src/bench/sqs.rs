@@ -106,14 +106,14 @@ impl Report {
 const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/sqs/aws4_request, \
                              SignedHeaders=host;x-amz-target, Signature=0";
 
-/// One SQS JSON 1.0 call.
-async fn call(connection: &mut Connection, action: &str, body: &[u8]) -> anyhow::Result<Answer> {
-    let target = format!("AmazonSQS.{action}");
+/// One SQS JSON 1.0 call; `target` is the `X-Amz-Target` value, `AmazonSQS.<Action>` (whole,
+/// so no call formats it).
+async fn call(connection: &mut Connection, target: &str, body: &[u8]) -> anyhow::Result<Answer> {
     connection
         .post(
             &[
                 ("Content-Type", "application/x-amz-json-1.0"),
-                ("X-Amz-Target", &target),
+                ("X-Amz-Target", target),
                 ("Authorization", AUTHORIZATION),
             ],
             body,
@@ -187,8 +187,12 @@ async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
     let endpoint = parse_endpoint(url)?;
     let mut control = Connection::new(endpoint.clone());
     let queue_name = format!("wharf-bench-{}-{}", std::process::id(), unique_suffix());
-    let answer =
-        call(&mut control, "CreateQueue", json!({ "QueueName": queue_name }).to_string().as_bytes()).await?;
+    let answer = call(
+        &mut control,
+        "AmazonSQS.CreateQueue",
+        json!({ "QueueName": queue_name }).to_string().as_bytes(),
+    )
+    .await?;
     if answer.status != 200 {
         bail!("CreateQueue answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body));
     }
@@ -242,7 +246,9 @@ async fn measure(args: &SqsArgs, url: &str) -> anyhow::Result<Report> {
     }
     let report = Report { measured, totals, tool_cpu };
     // Leave nothing behind on a durable server.
-    let _ = call(&mut control, "DeleteQueue", json!({ "QueueUrl": queue_url }).to_string().as_bytes()).await;
+    let _ =
+        call(&mut control, "AmazonSQS.DeleteQueue", json!({ "QueueUrl": queue_url }).to_string().as_bytes())
+            .await;
     Ok(report)
 }
 
@@ -265,9 +271,9 @@ impl Job {
     async fn run(self, mut connection: Connection) -> WorkerResult {
         let mut result = WorkerResult::default();
         let (send_action, delete_action) = if self.batch == 1 {
-            ("SendMessage", "DeleteMessage")
+            ("AmazonSQS.SendMessage", "AmazonSQS.DeleteMessage")
         } else {
-            ("SendMessageBatch", "DeleteMessageBatch")
+            ("AmazonSQS.SendMessageBatch", "AmazonSQS.DeleteMessageBatch")
         };
         while !self.stop.load(Ordering::Relaxed) && Instant::now() < self.stop_at {
             let cycle_started = Instant::now();
@@ -295,24 +301,25 @@ impl Job {
             }
 
             let started = Instant::now();
-            let handles = match call(&mut connection, "ReceiveMessage", &self.receive_request).await {
+            let handles = match call(&mut connection, "AmazonSQS.ReceiveMessage", &self.receive_request).await
+            {
                 Ok(a) if a.status == 200 => match serde_json::from_slice::<ReceiveOut>(&a.body) {
                     Ok(out) => out.messages.into_iter().map(|m| m.receipt_handle).collect::<Vec<_>>(),
                     Err(e) => {
-                        result.error(format!("ReceiveMessage answer: {e}"));
+                        result.error(format!("AmazonSQS.ReceiveMessage answer: {e}"));
                         continue;
                     }
                 },
                 Ok(a) => {
                     result.error(format!(
-                        "ReceiveMessage {}: {}",
+                        "AmazonSQS.ReceiveMessage {}: {}",
                         a.status,
                         String::from_utf8_lossy(&a.body)
                     ));
                     continue;
                 }
                 Err(e) => {
-                    result.error(format!("ReceiveMessage: {e:#}"));
+                    result.error(format!("AmazonSQS.ReceiveMessage: {e:#}"));
                     continue;
                 }
             };
