@@ -424,7 +424,11 @@ impl Broker {
                 .collect();
             for (name, q) in &st.queues {
                 if durable_queues.contains(name.as_str()) {
-                    vd.queues.push(QueueDoc { name: name.clone(), id: q.id(), settings: q.settings() });
+                    vd.queues.push(QueueDoc {
+                        name: name.clone(),
+                        id: q.id(),
+                        settings: QueueSettings::clone(&q.settings()),
+                    });
                 }
             }
             for (name, ex) in &st.exchanges {

@@ -359,6 +359,10 @@ pub struct Queue {
     /// noise without them, as the waits moved to the next lock).
     kind: QueueKind,
     exclusive_owner: Option<crate::OwnerId>,
+    /// The settings as last installed, the same `Arc` the state holds. Every SQS call reads
+    /// them; under the state lock those reads collided with sends and receives, and a
+    /// collision spins and yields the thread (a third of the unbatched path's lock waits).
+    settings: Mutex<Arc<QueueSettings>>,
     state: Mutex<QueueState>,
     /// Long-polling receivers wait here.
     waiters: Notify,
@@ -369,7 +373,7 @@ pub(crate) struct QueueState {
     id: QueueId,
     me: Weak<Queue>,
     log: Option<Arc<dyn QueueLog>>,
-    settings: QueueSettings,
+    settings: Arc<QueueSettings>,
     entries: VecDeque<Entry>,
     tombstones: usize,
     ready: ReadyIndex,
@@ -433,6 +437,7 @@ impl Queue {
         vhost: Weak<VHost>,
     ) -> Arc<Queue> {
         let now = shared.clock.now_ms();
+        let settings = Arc::new(settings);
         Arc::new_cyclic(|me| Queue {
             name: name.to_owned(),
             vhost_name: vhost_name.to_owned(),
@@ -442,6 +447,7 @@ impl Queue {
             log: log.clone(),
             kind: settings.kind,
             exclusive_owner: settings.exclusive_owner,
+            settings: Mutex::new(settings.clone()),
             waiters: Notify::new(),
             state: Mutex::new(QueueState {
                 name: name.to_owned(),
@@ -483,8 +489,8 @@ impl Queue {
         self.id
     }
 
-    pub fn settings(&self) -> QueueSettings {
-        self.state.lock().settings.clone()
+    pub fn settings(&self) -> Arc<QueueSettings> {
+        self.settings.lock().clone()
     }
 
     pub fn kind(&self) -> QueueKind {
@@ -1204,10 +1210,13 @@ impl Queue {
 
     /// Install settings already validated by the vhost (under the definitions lock), which
     /// refuses changes to the immutable ones this queue keeps copies of.
-    pub(crate) fn set_settings(&self, new: QueueSettings) -> Result<()> {
+    pub(crate) fn set_settings(&self, new: Arc<QueueSettings>) -> Result<()> {
         debug_assert!(new.kind == self.kind && new.exclusive_owner == self.exclusive_owner);
         self.with_state(|st, _now, _fx| {
             st.settings = new;
+            // Under the state lock, so the snapshot and the state never disagree for long and
+            // two updates cannot install in the opposite order.
+            *self.settings.lock() = st.settings.clone();
             Ok(())
         })
     }

@@ -603,7 +603,7 @@ impl VHost {
     ) -> Result<QueueSettings, E> {
         let _defs = self.shared.defs_lock.lock();
         let old = queue.settings();
-        let mut new = old.clone();
+        let mut new = QueueSettings::clone(&old);
         // On a copy: an error from `f` or from validation leaves the queue's settings alone.
         f(&mut new)?;
         new.validate()?;
@@ -615,7 +615,7 @@ impl VHost {
         if new.redrive != old.redrive {
             self.check_redrive(queue.name(), &new)?;
         }
-        queue.set_settings(new.clone())?;
+        queue.set_settings(Arc::new(new.clone()))?;
         if new.is_persisted() {
             if let Err(e) = self.save() {
                 // Not on disk: not applied either.

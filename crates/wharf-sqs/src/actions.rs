@@ -538,7 +538,7 @@ impl Sqs {
         let names = self
             .sqs_queues()?
             .iter()
-            .filter(|q| q.settings().redrive.is_some_and(|r| r.dead_letter_queue == dlq.name()))
+            .filter(|q| q.settings().redrive.as_ref().is_some_and(|r| r.dead_letter_queue == dlq.name()))
             .map(|q| q.name().to_owned())
             .collect();
         let mut out = self.page(p, names, ctx, "queueUrls")?;
@@ -1060,7 +1060,7 @@ impl Sqs {
         let sources: Vec<Arc<Queue>> = self
             .sqs_queues()?
             .into_iter()
-            .filter(|q| q.settings().redrive.is_some_and(|r| r.dead_letter_queue == source.name()))
+            .filter(|q| q.settings().redrive.as_ref().is_some_and(|r| r.dead_letter_queue == source.name()))
             .collect();
         if sources.is_empty() {
             return Err(SqsError::invalid("Source queue must be configured as a Dead Letter Queue."));

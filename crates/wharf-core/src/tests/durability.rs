@@ -45,7 +45,7 @@ async fn definitions_and_messages_survive_reopen() {
     assert_eq!(v2.exchange("ex").expect("ex").kind, ExchangeKind::Topic);
     assert!(env2.broker.vhost("tenant").is_ok());
     let q2 = v2.queue("keep").expect("durable queue");
-    assert_eq!(q2.settings(), settings);
+    assert_eq!(*q2.settings(), settings);
     assert_eq!(q2.id(), q.id());
     let got = recv(&q2, 10).await;
     assert_eq!(bodies(&got), ["persistent", "in-flight"]);
