@@ -14,15 +14,15 @@
 //! queues, so waiting for several writes is waiting for the largest of their LSNs.
 
 pub mod bench;
+mod durable;
 pub mod file;
 pub mod memory;
 
+pub use durable::{Durable, SyncWatermark};
+
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::watch;
 
 /// The engine's stable number for a queue; the store names the queue's directory after it.
 pub type QueueId = u64;
@@ -103,131 +103,6 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// The sync watermark published by a store's sync task.
-#[derive(Clone, Debug, Default)]
-pub struct SyncWatermark {
-    /// Every write with an LSN at or below this is durable.
-    pub synced: u64,
-    /// Set once a sync failed; no further write will become durable.
-    pub failed: Option<Arc<str>>,
-}
-
-/// A promise that a write will be durable. Cheap to clone and to combine.
-#[derive(Clone, Debug)]
-pub struct Durable {
-    lsn: u64,
-    watermark: Option<watch::Receiver<SyncWatermark>>,
-}
-
-impl Durable {
-    /// Already durable (memory store, or nothing was written).
-    pub fn done() -> Self {
-        Durable { lsn: 0, watermark: None }
-    }
-
-    /// Durable once `watermark.synced >= lsn`.
-    pub fn pending(lsn: u64, watermark: watch::Receiver<SyncWatermark>) -> Self {
-        Durable { lsn, watermark: Some(watermark) }
-    }
-
-    /// The promise that covers both writes: LSNs share one watermark, so it is the larger one.
-    pub fn join(self, other: Durable) -> Durable {
-        if other.lsn > self.lsn {
-            other
-        } else {
-            self
-        }
-    }
-
-    pub fn lsn(&self) -> u64 {
-        self.lsn
-    }
-
-    /// True if the write is already durable (no waiting needed).
-    pub fn is_done(&self) -> bool {
-        matches!(self.check(), Some(Ok(())))
-    }
-
-    /// Where the write stands now, without waiting: `None` while it is not yet durable,
-    /// `Some(Err)` if the store failed before it became durable.
-    pub fn check(&self) -> Option<Result<()>> {
-        match &self.watermark {
-            None => Some(Ok(())),
-            Some(rx) => outcome(&rx.borrow(), self.lsn),
-        }
-    }
-
-    /// The store's watermark this promise waits on (`None` when already durable): one receiver
-    /// can watch over many promises, which [`Durable::check`] then settles in order.
-    pub fn watermark(&self) -> Option<watch::Receiver<SyncWatermark>> {
-        self.watermark.clone()
-    }
-
-    /// Wait until the write is durable.
-    // Not an `async fn`: the explicit `+ Send` is part of the contract callers rely on.
-    #[allow(clippy::manual_async_fn)]
-    pub fn wait(self) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            let Some(mut rx) = self.watermark else {
-                return Ok(());
-            };
-            let lsn = self.lsn;
-            let state = rx
-                .wait_for(|w| outcome(w, lsn).is_some())
-                .await
-                .map_err(|_| StoreError::SyncFailed("store closed".into()))?;
-            outcome(&state, lsn).unwrap_or(Ok(()))
-        }
-    }
-
-    /// Blocking form of [`Durable::wait`], for threads outside the async runtime. Parks the
-    /// thread until the watermark moves (no polling), so it wakes within microseconds of the
-    /// sync that makes the write durable.
-    pub fn wait_blocking(self) -> Result<()> {
-        if self.is_done() {
-            return Ok(());
-        }
-        block_on(self.wait())
-    }
-}
-
-/// What the watermark says of the write with this LSN: durable, failed before it became
-/// durable, or (`None`) not yet known.
-fn outcome(state: &SyncWatermark, lsn: u64) -> Option<Result<()>> {
-    if state.synced >= lsn {
-        Some(Ok(()))
-    } else {
-        state.failed.as_ref().map(|reason| Err(StoreError::SyncFailed(reason.to_string())))
-    }
-}
-
-/// Drive a future to completion on this thread, parking between polls. The watch channel wakes
-/// us through the waker; no runtime is needed for `tokio::sync` primitives.
-fn block_on<F: Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct ThreadWaker(std::thread::Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        // Spurious unparks are fine: we just poll again.
-        std::thread::park();
-    }
-}
 
 /// What recovery found in one queue's log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

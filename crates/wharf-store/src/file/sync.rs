@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
+use crate::durable::SyncProgress;
 use crate::{Durable, FsyncMode, Result, StoreError, SyncWatermark};
 
 /// At most this many `fdatasync`s of one round run at the same time (the sync thread and its
@@ -103,7 +104,8 @@ pub(crate) struct SyncShared {
     failed: Mutex<Option<Arc<str>>>,
     /// The store was closed: writes are refused.
     closed: AtomicBool,
-    watermark: watch::Sender<SyncWatermark>,
+    /// Published after every round; wakes the writes it made durable.
+    progress: Arc<SyncProgress>,
     hook: Option<SyncHook>,
     /// The store's directory.
     root: Arc<SyncFile>,
@@ -158,7 +160,7 @@ impl SyncShared {
     /// The promise for a write with this LSN under the store's mode.
     pub(crate) fn durable(&self, lsn: u64) -> Durable {
         match self.mode {
-            FsyncMode::Always => Durable::pending(lsn, self.watermark.subscribe()),
+            FsyncMode::Always => Durable::pending(lsn, self.progress.clone()),
             // In these modes a write is "durable" once the kernel has it, which it does.
             FsyncMode::Interval(_) | FsyncMode::Never => Durable::done(),
         }
@@ -222,13 +224,19 @@ impl SyncShared {
         let reason: Arc<str> = Arc::from(reason);
         *failed = Some(reason.clone());
         drop(failed);
-        self.watermark.send_modify(|w| w.failed = Some(reason));
+        self.progress.fail(reason);
         let _state = self.state.lock();
         self.round_done.notify_all();
     }
 
-    /// One sync thread's loop. It owns the round's helper threads: they stop when it returns.
+    /// The sync thread: rounds until shutdown or a failure, then nothing more becomes durable.
     fn run(self: &Arc<Self>) {
+        self.run_rounds();
+        self.progress.close();
+    }
+
+    /// One sync thread's loop. It owns the round's helper threads: they stop when it returns.
+    fn run_rounds(self: &Arc<Self>) {
         let mut helpers = SyncHelpers::new(self.clone());
         let mut next_interval_sync = match self.mode {
             FsyncMode::Interval(d) => Some(Instant::now() + d),
@@ -319,7 +327,7 @@ impl SyncShared {
         let mut state = self.state.lock();
         if target > state.synced {
             state.synced = target;
-            self.watermark.send_modify(|w| w.synced = target);
+            self.progress.publish(target);
         }
         self.round_done.notify_all();
     }
@@ -354,7 +362,7 @@ impl SyncShared {
     }
 
     pub(crate) fn watermark(&self) -> watch::Receiver<SyncWatermark> {
-        self.watermark.subscribe()
+        self.progress.watermark()
     }
 }
 
@@ -467,7 +475,6 @@ pub(crate) struct Syncer {
 
 impl Syncer {
     pub(crate) fn start(mode: FsyncMode, hook: Option<SyncHook>, root: Arc<SyncFile>) -> Result<Syncer> {
-        let (watermark, _) = watch::channel(SyncWatermark::default());
         let shared = Arc::new(SyncShared {
             mode,
             state: Mutex::new(SyncState {
@@ -482,7 +489,7 @@ impl Syncer {
             appended: AtomicU64::new(0),
             failed: Mutex::new(None),
             closed: AtomicBool::new(false),
-            watermark,
+            progress: SyncProgress::new(),
             hook,
             root,
             fsyncs: AtomicU64::new(0),
