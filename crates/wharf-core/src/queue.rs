@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 use tracing::{error, warn};
-use wharf_store::{Durable, QueueId, QueueLog, RecordId, RecoveryReport};
+use wharf_store::{Durable, QueueId, QueueLog, RecordId, RecoveryReport, StoreError};
 
 use crate::broker::Shared;
 use crate::clock::ms;
@@ -1559,14 +1559,7 @@ impl QueueState {
     /// Settle a removed message's record (a no-op for in-memory messages).
     fn settle(&self, record: Option<RecordId>) -> Durable {
         let (Some(rec), Some(log)) = (record, &self.log) else { return Durable::done() };
-        match log.settle(rec) {
-            Ok(d) => d,
-            Err(e) => {
-                // The message may come back after a restart: at-least-once, never lost.
-                warn!(queue = %self.name, "settling record {rec:?}: {e}");
-                Durable::done()
-            }
-        }
+        self.settled(rec, log.settle(rec))
     }
 
     /// [`QueueState::settle`] for several records, with one store call.
@@ -1575,14 +1568,23 @@ impl QueueState {
         records
             .iter()
             .zip(log.settle_batch(records))
-            .map(|(rec, settled)| {
-                settled.unwrap_or_else(|e| {
-                    // The message may come back after a restart: at-least-once, never lost.
-                    warn!(queue = %self.name, "settling record {rec:?}: {e}");
-                    Durable::done()
-                })
-            })
+            .map(|(&rec, settled)| self.settled(rec, settled))
             .collect()
+    }
+
+    /// The promise of one settle. A record the store no longer holds cannot come back, so that
+    /// is settled. Any other failure is the caller's to report (an SQS delete answers an
+    /// error, not success): the message is gone from memory but may come back after a
+    /// restart, at least once and never lost.
+    fn settled(&self, rec: RecordId, settled: wharf_store::Result<Durable>) -> Durable {
+        match settled {
+            Ok(durable) => durable,
+            Err(StoreError::NoSuchRecord(_)) => Durable::done(),
+            Err(e) => {
+                warn!(queue = %self.name, "settling record {rec:?}: {e}");
+                Durable::failed(&e)
+            }
+        }
     }
 
     /// Read a message back (from the store, or memory) with its current system fields.

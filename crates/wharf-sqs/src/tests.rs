@@ -306,3 +306,66 @@ async fn auth_refusals_have_aws_shapes_in_both_protocols() {
     // The verified signer is the SenderId.
     assert_eq!(r.json()["Messages"][0]["Attributes"]["SenderId"], "AKIAROUTER", "{}", r.body);
 }
+
+/// The disk fails after a message was received: deleting it must not be answered as done
+/// (nothing acked may come back, and this ack never reached the disk).
+#[tokio::test]
+async fn a_delete_the_disk_could_not_record_is_an_internal_error() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use wharf_store::file::{FileStore, FileStoreOptions};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk_failed = Arc::new(AtomicBool::new(false));
+    let failing = disk_failed.clone();
+    let hook: wharf_store::file::SyncHook = Arc::new(move |_| {
+        if failing.load(Ordering::SeqCst) {
+            Err(std::io::Error::other("injected EIO"))
+        } else {
+            Ok(())
+        }
+    });
+    let store =
+        FileStore::open_with_sync_hook(dir.path(), FileStoreOptions::default(), Some(hook)).expect("store");
+    let broker = Broker::open(store, Arc::new(SystemClock), BrokerConfig::default()).expect("broker");
+    let app = router(broker, SqsConfig::default());
+    let url = json_call(&app, "CreateQueue", json!({"QueueName": "q"})).await.json()["QueueUrl"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let entries: Vec<Value> = (0..3).map(|i| json!({"Id": format!("m{i}"), "MessageBody": "x"})).collect();
+    let r = json_call(&app, "SendMessageBatch", json!({"QueueUrl": url, "Entries": entries})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = json_call(&app, "ReceiveMessage", json!({"QueueUrl": url, "MaxNumberOfMessages": 3})).await;
+    let handles: Vec<String> = r.json()["Messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["ReceiptHandle"].as_str().expect("handle").to_owned())
+        .collect();
+    assert_eq!(handles.len(), 3);
+
+    disk_failed.store(true, Ordering::SeqCst);
+    let r = json_call(&app, "SendMessage", json!({"QueueUrl": url, "MessageBody": "lost disk"})).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+
+    let r = json_call(&app, "DeleteMessage", json!({"QueueUrl": url, "ReceiptHandle": handles[0]})).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert_eq!(r.json()["__type"], "com.amazonaws.sqs#InternalError");
+    let batch: Vec<Value> = handles[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, h)| json!({"Id": format!("d{i}"), "ReceiptHandle": h}))
+        .collect();
+    let r = json_call(&app, "DeleteMessageBatch", json!({"QueueUrl": url, "Entries": batch})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let out = r.json();
+    assert_eq!(out["Successful"], json!([]));
+    let failed = out["Failed"].as_array().expect("failed entries");
+    assert_eq!(failed.len(), 2);
+    for entry in failed {
+        assert_eq!(
+            (entry["Code"].as_str(), entry["SenderFault"].as_bool()),
+            (Some("InternalError"), Some(false))
+        );
+    }
+}

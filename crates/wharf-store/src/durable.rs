@@ -113,33 +113,52 @@ impl SyncProgress {
 
 /// A promise that a write will be durable. Cheap to clone and to combine.
 #[derive(Clone, Debug)]
-pub struct Durable {
-    lsn: u64,
-    progress: Option<Arc<SyncProgress>>,
+pub struct Durable(Promise);
+
+#[derive(Clone, Debug)]
+enum Promise {
+    Done,
+    Pending {
+        lsn: u64,
+        progress: Arc<SyncProgress>,
+    },
+    /// The write itself failed: it will never be durable.
+    Failed(Arc<str>),
 }
 
 impl Durable {
     /// Already durable (memory store, or nothing was written).
     pub fn done() -> Self {
-        Durable { lsn: 0, progress: None }
+        Durable(Promise::Done)
     }
 
     /// Durable once the store's syncs have passed `lsn`.
     pub(crate) fn pending(lsn: u64, progress: Arc<SyncProgress>) -> Self {
-        Durable { lsn, progress: Some(progress) }
+        Durable(Promise::Pending { lsn, progress })
     }
 
-    /// The promise that covers both writes: LSNs share one watermark, so it is the larger one.
+    /// A write that failed: waiting on it, or on anything joined with it, gives the error.
+    pub fn failed(error: &StoreError) -> Self {
+        Durable(Promise::Failed(Arc::from(error.to_string())))
+    }
+
+    /// The promise that covers both writes: LSNs share one watermark, so it is the larger one;
+    /// a failed write fails the pair.
     pub fn join(self, other: Durable) -> Durable {
-        if other.lsn > self.lsn {
-            other
-        } else {
-            self
+        match (&self.0, &other.0) {
+            (Promise::Failed(_), _) => self,
+            (_, Promise::Failed(_)) => other,
+            _ if other.lsn() > self.lsn() => other,
+            _ => self,
         }
     }
 
+    /// The write's LSN (0 when nothing waits on the store).
     pub fn lsn(&self) -> u64 {
-        self.lsn
+        match &self.0 {
+            Promise::Pending { lsn, .. } => *lsn,
+            Promise::Done | Promise::Failed(_) => 0,
+        }
     }
 
     /// True if the write is already durable (no waiting needed).
@@ -148,30 +167,39 @@ impl Durable {
     }
 
     /// Where the write stands now, without waiting: `None` while it is not yet durable,
-    /// `Some(Err)` if the store failed before it became durable.
+    /// `Some(Err)` if it failed or the store failed before it became durable.
     pub fn check(&self) -> Option<Result<()>> {
-        match &self.progress {
-            None => Some(Ok(())),
-            Some(progress) => progress.outcome(self.lsn),
+        match &self.0 {
+            Promise::Done => Some(Ok(())),
+            Promise::Pending { lsn, progress } => progress.outcome(*lsn),
+            Promise::Failed(reason) => Some(Err(StoreError::WriteFailed(reason.to_string()))),
         }
     }
 
-    /// The store's watermark this promise waits on (`None` when already durable): one receiver
-    /// can watch over many promises, which [`Durable::check`] then settles in order.
+    /// The store's watermark this promise waits on (`None` when it waits on nothing): one
+    /// receiver can watch over many promises, which [`Durable::check`] then settles in order.
     pub fn watermark(&self) -> Option<watch::Receiver<SyncWatermark>> {
-        self.progress.as_ref().map(|p| p.watermark())
+        match &self.0 {
+            Promise::Pending { progress, .. } => Some(progress.watermark()),
+            Promise::Done | Promise::Failed(_) => None,
+        }
     }
 
     /// Wait until the write is durable. Woken once, by the round that makes it so.
     pub fn wait(self) -> impl Future<Output = Result<()>> + Send {
-        DurableWait { lsn: self.lsn, progress: self.progress, registration: None }
+        let (lsn, progress) = match self.0 {
+            Promise::Pending { lsn, progress } => (lsn, Ok(progress)),
+            Promise::Done => (0, Err(None)),
+            Promise::Failed(reason) => (0, Err(Some(reason))),
+        };
+        DurableWait { lsn, progress, registration: None }
     }
 
     /// Blocking form of [`Durable::wait`], for threads outside the async runtime. Parks the
     /// thread until the round that makes the write durable (no polling).
     pub fn wait_blocking(self) -> Result<()> {
-        if self.is_done() {
-            return Ok(());
+        if let Some(outcome) = self.check() {
+            return outcome;
         }
         block_on(self.wait())
     }
@@ -180,7 +208,8 @@ impl Durable {
 /// The future of [`Durable::wait`].
 struct DurableWait {
     lsn: u64,
-    progress: Option<Arc<SyncProgress>>,
+    /// What it waits on, or what it already is: done (`Err(None)`) or failed.
+    progress: std::result::Result<Arc<SyncProgress>, Option<Arc<str>>>,
     /// Its key in the waiting list while it may still be there.
     registration: Option<(u64, u64)>,
 }
@@ -190,7 +219,11 @@ impl Future for DurableWait {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
-        let Some(progress) = &this.progress else { return Poll::Ready(Ok(())) };
+        let progress = match &this.progress {
+            Ok(progress) => progress,
+            Err(None) => return Poll::Ready(Ok(())),
+            Err(Some(reason)) => return Poll::Ready(Err(StoreError::WriteFailed(reason.to_string()))),
+        };
         if progress.synced.load(Ordering::Acquire) >= this.lsn {
             // The round that passed the LSN took the registration out with it.
             this.registration = None;
@@ -220,7 +253,7 @@ impl Future for DurableWait {
 impl Drop for DurableWait {
     /// A wait given up before the write became durable leaves no waker behind.
     fn drop(&mut self) {
-        if let (Some(key), Some(progress)) = (self.registration, &self.progress) {
+        if let (Some(key), Ok(progress)) = (self.registration, &self.progress) {
             progress.waiting.lock().wakers.remove(&key);
         }
     }
@@ -318,6 +351,20 @@ mod tests {
         assert!(Durable::pending(0, progress.clone()).is_done());
         assert!(matches!(Durable::pending(9, progress.clone()).check(), Some(Err(_))));
         assert!(Durable::pending(9, progress).wait_blocking().is_err());
+    }
+
+    #[test]
+    fn a_failed_write_fails_whatever_it_is_joined_with() {
+        let progress = SyncProgress::new();
+        let failed = Durable::failed(&StoreError::SyncFailed("no space".into()));
+        assert!(matches!(failed.check(), Some(Err(StoreError::WriteFailed(_)))));
+        let joined = Durable::pending(5, progress.clone()).join(failed.clone());
+        progress.publish(9);
+        assert!(matches!(joined.check(), Some(Err(StoreError::WriteFailed(_)))));
+        assert!(Durable::done().join(failed.clone()).wait_blocking().is_err());
+        assert!(failed.join(Durable::done()).wait_blocking().is_err());
+        // Joining good promises keeps the later one.
+        assert_eq!(Durable::pending(3, progress.clone()).join(Durable::pending(8, progress)).lsn(), 8);
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub enum StoreError {
     /// the last good sync can be promised durable; the store refuses further writes.
     #[error("the store failed to sync to disk and stopped accepting writes: {0}")]
     SyncFailed(String),
+    /// A write whose failure was reported through its [`Durable`] (the caller had already moved
+    /// on, e.g. a settle after the engine forgot the message).
+    #[error("the write did not reach the store: {0}")]
+    WriteFailed(String),
 }
 
 impl StoreError {
@@ -98,6 +102,7 @@ impl StoreError {
             }
             StoreError::Damaged(q, why) => StoreError::Damaged(*q, why.clone()),
             StoreError::SyncFailed(why) => StoreError::SyncFailed(why.clone()),
+            StoreError::WriteFailed(why) => StoreError::WriteFailed(why.clone()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! What survives a restart (a Broker reopened on the same store), recovery details, damaged
 //! queues, compaction, memory per message.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use wharf_store::{Durable, QueueId, QueueLog, QueueLogStats, RecordId, RecoveryReport, Store, StoreStats};
@@ -137,17 +138,20 @@ async fn dead_lettered_messages_move_logs() {
     assert_eq!(env2.vhost().queue("q").expect("q").stats().ready, 0);
 }
 
-/// A store whose logs can report damage and stragglers, wrapping the memory store.
+/// A store whose logs can report damage and stragglers, and refuse settles, wrapping the
+/// memory store.
 struct FakeStore {
     inner: Arc<MemoryStore>,
     damaged: Option<QueueId>,
     all_stragglers: bool,
+    refuse_settles: Arc<AtomicBool>,
 }
 
 struct FakeLog {
     inner: Arc<dyn QueueLog>,
     damaged: bool,
     all_stragglers: bool,
+    refuse_settles: Arc<AtomicBool>,
 }
 
 impl Store for FakeStore {
@@ -156,6 +160,7 @@ impl Store for FakeStore {
             inner: self.inner.open_queue(queue)?,
             damaged: self.damaged == Some(queue),
             all_stragglers: self.all_stragglers,
+            refuse_settles: self.refuse_settles.clone(),
         }))
     }
     fn remove_queue(&self, queue: QueueId) -> wharf_store::Result<()> {
@@ -192,6 +197,9 @@ impl QueueLog for FakeLog {
         self.inner.read(id)
     }
     fn settle(&self, id: RecordId) -> wharf_store::Result<Durable> {
+        if self.refuse_settles.load(Ordering::SeqCst) {
+            return Err(wharf_store::StoreError::io("ack file", std::io::Error::other("disk gone")));
+        }
         self.inner.settle(id)
     }
     fn recover(&self, visit: &mut dyn FnMut(RecordId, &[u8])) -> wharf_store::Result<RecoveryReport> {
@@ -215,8 +223,48 @@ impl QueueLog for FakeLog {
 }
 
 fn open_fake(inner: &Arc<MemoryStore>, damaged: Option<QueueId>, all_stragglers: bool) -> Arc<Broker> {
-    let store: Arc<dyn Store> = Arc::new(FakeStore { inner: inner.clone(), damaged, all_stragglers });
+    open_fake_refusing(inner, damaged, all_stragglers, Arc::default())
+}
+
+fn open_fake_refusing(
+    inner: &Arc<MemoryStore>,
+    damaged: Option<QueueId>,
+    all_stragglers: bool,
+    refuse_settles: Arc<AtomicBool>,
+) -> Arc<Broker> {
+    let store: Arc<dyn Store> =
+        Arc::new(FakeStore { inner: inner.clone(), damaged, all_stragglers, refuse_settles });
     Broker::open(store, Arc::new(ManualClock::new(T0)), BrokerConfig::default()).expect("open")
+}
+
+#[tokio::test]
+async fn a_delete_the_store_refused_is_not_reported_durable_and_the_message_is_not_lost() {
+    let inner = Arc::new(MemoryStore::new());
+    let refuse = Arc::new(AtomicBool::new(false));
+    let broker = open_fake_refusing(&inner, None, false, refuse.clone());
+    let q =
+        broker.vhost("/").expect("vhost").declare_queue("q", QueueSettings::durable()).expect("declare").0;
+    for body in ["a", "b", "c"] {
+        send(&q, body);
+    }
+    let got = recv(&q, 10).await;
+    assert_eq!(got.len(), 3);
+
+    refuse.store(true, Ordering::SeqCst);
+    let one = q.delete(got[0].receipt).expect("the engine lets go of it");
+    assert!(matches!(one.durable.check(), Some(Err(wharf_store::StoreError::WriteFailed(_)))));
+    let receipts: Vec<_> = got[1..].iter().map(|d| d.receipt).collect();
+    for settled in q.delete_batch(&receipts).expect("batch") {
+        let settled = settled.expect("the engine lets go of it");
+        assert!(settled.durable.wait().await.is_err(), "a refused ack must not be confirmed");
+    }
+    broker.shutdown();
+
+    // Nothing was acked on disk: after a restart all three are back (at least once).
+    refuse.store(false, Ordering::SeqCst);
+    let broker = open_fake(&inner, None, false);
+    let q = broker.vhost("/").expect("vhost").queue("q").expect("durable queue");
+    assert_eq!(bodies(&recv(&q, 10).await), ["a", "b", "c"]);
 }
 
 #[tokio::test]
