@@ -53,10 +53,14 @@ fn init_logging() {
 pub fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match storage {
         Storage::Memory => Arc::new(MemoryStore::new()),
-        Storage::Disk { dir, fsync } => {
+        Storage::Disk { dir, fsync, group_commit_wait_percent } => {
             // Segments are prepared ahead, so a group commit never waits on a file's size change.
-            let options =
-                FileStoreOptions { fsync: *fsync, preallocate: true, ..FileStoreOptions::default() };
+            let options = FileStoreOptions {
+                fsync: *fsync,
+                preallocate: true,
+                group_commit_wait_percent: *group_commit_wait_percent,
+                ..FileStoreOptions::default()
+            };
             // The store's own error already names the directory ("… is locked by another wharf").
             FileStore::open(dir, options)?
         }
@@ -213,7 +217,10 @@ fn print_startup_block(
     };
     let durability = match &settings.storage {
         Storage::Memory => "in memory".to_owned(),
-        Storage::Disk { .. } => format!("fsync {}", store.fsync_mode()),
+        Storage::Disk { group_commit_wait_percent: 0, .. } => format!("fsync {}", store.fsync_mode()),
+        Storage::Disk { group_commit_wait_percent: p, .. } => {
+            format!("fsync {}; group commits wait {p}% of a sync for more writes", store.fsync_mode())
+        }
     };
     let sqs_auth = match settings.sqs.credentials.len() {
         0 => "any credentials accepted".to_owned(),

@@ -14,7 +14,8 @@
 //! 3. publishes `synced = target`.
 //!
 //! (When the last round was shared by several writes, the thread first sleeps a little for
-//! more writes to join the next one: see [`GATHER_WAIT_DIVISOR`]. The sleep comes before step
+//! more writes to join the next one, if the store was asked to: see [`gather_wait`]. The sleep
+//! comes before step
 //! 1 and changes nothing below.)
 //!
 //! Claim: when `synced = T` is published, every write W with LSN ≤ T is on disk.
@@ -53,15 +54,10 @@ use crate::{Durable, FsyncMode, Result, StoreError, SyncWatermark};
 /// helper threads).
 const MAX_PARALLEL_SYNCS: usize = 8;
 
-/// When the last round made several writes durable (so others are writing), the next round
-/// first waits this fraction of the last round's sync time for more writes to join it, at most
-/// [`MAX_GATHER_WAIT`]. Every round has a fixed cost besides the disk's (the device's doorbell,
-/// the flush's kernel worker, the helper and writer wake-ups; on a virtual disk a doorbell
-/// exits to the hypervisor), and starting the next round the moment the last one ends makes
-/// many small rounds. A writer waits ~1.5 syncs on average anyway; half a sync more cuts the
-/// rounds by a third. A lone writer (one write per round) never waits. See BENCHMARKS.md.
-const GATHER_WAIT_DIVISOR: u32 = 2;
-const MAX_GATHER_WAIT: Duration = Duration::from_millis(1);
+/// The longest a round waits for company ([`FileStoreOptions::group_commit_wait_percent`]).
+///
+/// [`FileStoreOptions::group_commit_wait_percent`]: super::FileStoreOptions::group_commit_wait_percent
+pub const MAX_GROUP_COMMIT_WAIT: Duration = Duration::from_millis(1);
 
 /// A round's (or one helper's) result: the reason the store must stop, on a failed sync.
 type SyncOutcome = std::result::Result<(), String>;
@@ -120,6 +116,8 @@ pub(crate) struct SyncShared {
     closed: AtomicBool,
     /// Published after every round; wakes the writes it made durable.
     progress: Arc<SyncProgress>,
+    /// See [`gather_wait`].
+    wait_percent: u32,
     hook: Option<SyncHook>,
     /// The store's directory.
     root: Arc<SyncFile>,
@@ -322,7 +320,7 @@ impl SyncShared {
                 if let Err(reason) = helpers.sync_round(&dirty) {
                     self.fail(&reason);
                 }
-                gather = gather_wait(writes, started.elapsed());
+                gather = gather_wait(self.wait_percent, writes, started.elapsed());
             }
             drop(dirty);
             if self.failed.lock().is_some() {
@@ -391,12 +389,21 @@ impl SyncShared {
     }
 }
 
-/// How long the round after one that made `writes` writes durable in `sync_time` waits for more.
-fn gather_wait(writes: u64, sync_time: Duration) -> Duration {
-    if writes < 2 {
+/// How long the round after one that made `writes` writes durable in `sync_time` waits for more
+/// writes to join it: `percent` of that sync, at most [`MAX_GROUP_COMMIT_WAIT`], and nothing
+/// after a round of one write (a lone writer's next write is synced at once).
+///
+/// Why wait at all: every round has a fixed cost besides the disk's (the device's doorbell, the
+/// flush's kernel worker, the helper and writer wake-ups; on a virtual disk the doorbell exits
+/// to the hypervisor), and starting each round the moment the last ends makes many small ones.
+/// A writer already waits ~1.5 syncs on average; waiting half a sync more cuts the rounds by
+/// about a third. Whether that pays depends on whether the CPU or the latency is the limit:
+/// measured in BENCHMARKS.md, it is off by default.
+fn gather_wait(percent: u32, writes: u64, sync_time: Duration) -> Duration {
+    if writes < 2 || percent == 0 {
         return Duration::ZERO;
     }
-    (sync_time / GATHER_WAIT_DIVISOR).min(MAX_GATHER_WAIT)
+    (sync_time * percent / 100).min(MAX_GROUP_COMMIT_WAIT)
 }
 
 /// Let this thread's sleeps end when asked: Linux otherwise lets a sleep run up to 50 us late
@@ -516,7 +523,12 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    pub(crate) fn start(mode: FsyncMode, hook: Option<SyncHook>, root: Arc<SyncFile>) -> Result<Syncer> {
+    pub(crate) fn start(
+        mode: FsyncMode,
+        wait_percent: u32,
+        hook: Option<SyncHook>,
+        root: Arc<SyncFile>,
+    ) -> Result<Syncer> {
         let shared = Arc::new(SyncShared {
             mode,
             state: Mutex::new(SyncState {
@@ -532,6 +544,7 @@ impl Syncer {
             failed: Mutex::new(None),
             closed: AtomicBool::new(false),
             progress: SyncProgress::new(),
+            wait_percent,
             hook,
             root,
             fsyncs: AtomicU64::new(0),
@@ -591,12 +604,14 @@ mod tests {
     fn only_a_round_shared_by_several_writes_makes_the_next_one_wait() {
         let sync = Duration::from_micros(180);
         // A lone writer (or nothing) never waits: its next write syncs as soon as it is made.
-        assert_eq!(gather_wait(0, sync), Duration::ZERO);
-        assert_eq!(gather_wait(1, sync), Duration::ZERO);
-        // Others are writing: half a sync, for more of them to join the next round.
-        assert_eq!(gather_wait(2, sync), Duration::from_micros(90));
-        assert_eq!(gather_wait(40, sync), Duration::from_micros(90));
+        assert_eq!(gather_wait(50, 0, sync), Duration::ZERO);
+        assert_eq!(gather_wait(50, 1, sync), Duration::ZERO);
+        // Others are writing: the share of a sync asked for, for more of them to join.
+        assert_eq!(gather_wait(50, 2, sync), Duration::from_micros(90));
+        assert_eq!(gather_wait(25, 40, sync), Duration::from_micros(45));
+        // Not asked for: never.
+        assert_eq!(gather_wait(0, 40, sync), Duration::ZERO);
         // A slow disk does not hold writes back for long.
-        assert_eq!(gather_wait(40, Duration::from_millis(30)), MAX_GATHER_WAIT);
+        assert_eq!(gather_wait(100, 40, Duration::from_millis(30)), MAX_GROUP_COMMIT_WAIT);
     }
 }

@@ -75,8 +75,11 @@ pub fn expected_message(producer: u32, n: u64) -> Message {
 }
 
 fn open(data_dir: &Path) -> anyhow::Result<(Arc<dyn wharf_store::Store>, Arc<Broker>)> {
-    let store =
-        crate::serve::open_store(&Storage::Disk { dir: data_dir.to_owned(), fsync: FsyncMode::Always })?;
+    let store = crate::serve::open_store(&Storage::Disk {
+        dir: data_dir.to_owned(),
+        fsync: FsyncMode::Always,
+        group_commit_wait_percent: 0,
+    })?;
     let broker = crate::observe::open_broker(store.clone())?;
     Ok((store, broker))
 }
