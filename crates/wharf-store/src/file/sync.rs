@@ -13,10 +13,9 @@
 //!    when every one of them has completed);
 //! 3. publishes `synced = target`.
 //!
-//! (When the last round was shared by several writes, the thread first sleeps a little for
-//! more writes to join the next one, if the store was asked to: see [`gather_wait`]. The sleep
-//! comes before step
-//! 1 and changes nothing below.)
+//! (When the last round was shared by several writes, the thread may first sleep a little for
+//! more writes to join the next one: see [`gather_wait`]. The sleep comes before step 1 and
+//! changes nothing below.)
 //!
 //! Claim: when `synced = T` is published, every write W with LSN ≤ T is on disk.
 //! Proof: W's LSN ≤ T means W's increment happened before this round read `target`. W queued
@@ -54,7 +53,7 @@ use crate::{Durable, FsyncMode, Result, StoreError, SyncWatermark};
 /// helper threads).
 const MAX_PARALLEL_SYNCS: usize = 8;
 
-/// The longest a round waits for company ([`FileStoreOptions::group_commit_wait_percent`]).
+/// The longest a round waits for more writes ([`FileStoreOptions::group_commit_wait_percent`]).
 ///
 /// [`FileStoreOptions::group_commit_wait_percent`]: super::FileStoreOptions::group_commit_wait_percent
 pub const MAX_GROUP_COMMIT_WAIT: Duration = Duration::from_millis(1);
@@ -250,8 +249,10 @@ impl SyncShared {
     /// One sync thread's loop. It owns the round's helper threads: they stop when it returns.
     fn run_rounds(self: &Arc<Self>) {
         let mut helpers = SyncHelpers::new(self.clone());
-        precise_sleeps();
-        // How long the next round waits for company (zero after a round of one write).
+        if self.wait_percent > 0 {
+            precise_sleeps();
+        }
+        // How long the next round waits for more writes (zero after a round of one write).
         let mut gather = Duration::ZERO;
         let mut next_interval_sync = match self.mode {
             FsyncMode::Interval(d) => Some(Instant::now() + d),
