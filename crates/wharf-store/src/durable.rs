@@ -299,10 +299,14 @@ mod tests {
         }
     }
 
-    fn poll(
-        fut: &mut Pin<Box<dyn Future<Output = Result<()>> + Send>>,
-        waker: &Arc<CountingWaker>,
-    ) -> Poll<Result<()>> {
+    type Wait = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+    /// A wait on the write with this LSN, not yet polled.
+    fn wait_on(lsn: u64, progress: &Arc<SyncProgress>) -> Wait {
+        Box::pin(Durable::pending(lsn, progress.clone()).wait())
+    }
+
+    fn poll(fut: &mut Wait, waker: &Arc<CountingWaker>) -> Poll<Result<()>> {
         let waker = Waker::from(waker.clone());
         fut.as_mut().poll(&mut Context::from_waker(&waker))
     }
@@ -312,10 +316,8 @@ mod tests {
         let progress = SyncProgress::new();
         let early = Arc::new(CountingWaker::default());
         let late = Arc::new(CountingWaker::default());
-        let mut first: Pin<Box<dyn Future<Output = Result<()>> + Send>> =
-            Box::pin(Durable::pending(3, progress.clone()).wait());
-        let mut second: Pin<Box<dyn Future<Output = Result<()>> + Send>> =
-            Box::pin(Durable::pending(7, progress.clone()).wait());
+        let mut first = wait_on(3, &progress);
+        let mut second = wait_on(7, &progress);
         assert!(poll(&mut first, &early).is_pending());
         assert!(poll(&mut second, &late).is_pending());
 
@@ -337,8 +339,7 @@ mod tests {
     fn a_failed_or_closed_store_wakes_every_waiter_with_an_error() {
         let progress = SyncProgress::new();
         let waker = Arc::new(CountingWaker::default());
-        let mut wait: Pin<Box<dyn Future<Output = Result<()>> + Send>> =
-            Box::pin(Durable::pending(2, progress.clone()).wait());
+        let mut wait = wait_on(2, &progress);
         assert!(poll(&mut wait, &waker).is_pending());
         progress.fail(Arc::from("disk on fire"));
         assert_eq!(waker.0.load(Ordering::SeqCst), 1);
@@ -371,8 +372,7 @@ mod tests {
     fn a_wait_given_up_leaves_nothing_behind() {
         let progress = SyncProgress::new();
         let waker = Arc::new(CountingWaker::default());
-        let mut wait: Pin<Box<dyn Future<Output = Result<()>> + Send>> =
-            Box::pin(Durable::pending(4, progress.clone()).wait());
+        let mut wait = wait_on(4, &progress);
         assert!(poll(&mut wait, &waker).is_pending());
         drop(wait);
         assert!(progress.waiting.lock().wakers.is_empty());
