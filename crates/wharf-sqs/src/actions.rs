@@ -1000,13 +1000,15 @@ impl Sqs {
         let mut ok = Vec::new();
         let mut durable = Durable::done();
         for ((id, handle), deleted) in decoded.into_iter().zip(q.delete_batch(&receipts)?) {
-            match deleted.map(|settled| (settled.durable.check(), settled.durable)) {
-                // The store refused this one's delete: that entry fails, not the whole batch.
-                Ok((Some(Err(e)), _)) => failed.push(failed_entry(id, &SqsError::internal(e))),
-                Ok((_, settled)) => {
-                    durable = durable.join(settled);
-                    ok.push(BatchId { id });
-                }
+            match deleted {
+                Ok(settled) => match settled.durable.write_error() {
+                    // The store refused this one's delete: that entry fails, not the whole batch.
+                    Some(e) => failed.push(failed_entry(id, &SqsError::internal(e))),
+                    None => {
+                        durable = durable.join(settled.durable);
+                        ok.push(BatchId { id });
+                    }
+                },
                 Err(e) => failed.push(failed_entry(id, &delete_error(handle, e))),
             }
         }

@@ -161,6 +161,15 @@ impl Durable {
         }
     }
 
+    /// Why the write itself failed, if it did ([`Durable::failed`]); says nothing of syncs, and
+    /// never waits or locks.
+    pub fn write_error(&self) -> Option<StoreError> {
+        match &self.0 {
+            Promise::Failed(reason) => Some(StoreError::WriteFailed(reason.to_string())),
+            Promise::Done | Promise::Pending { .. } => None,
+        }
+    }
+
     /// True if the write is already durable (no waiting needed).
     pub fn is_done(&self) -> bool {
         matches!(self.check(), Some(Ok(())))
@@ -172,7 +181,7 @@ impl Durable {
         match &self.0 {
             Promise::Done => Some(Ok(())),
             Promise::Pending { lsn, progress } => progress.outcome(*lsn),
-            Promise::Failed(reason) => Some(Err(StoreError::WriteFailed(reason.to_string()))),
+            Promise::Failed(_) => self.write_error().map(Err),
         }
     }
 
@@ -359,6 +368,9 @@ mod tests {
         let progress = SyncProgress::new();
         let failed = Durable::failed(&StoreError::SyncFailed("no space".into()));
         assert!(matches!(failed.check(), Some(Err(StoreError::WriteFailed(_)))));
+        assert!(
+            failed.write_error().is_some() && Durable::pending(1, progress.clone()).write_error().is_none()
+        );
         let joined = Durable::pending(5, progress.clone()).join(failed.clone());
         progress.publish(9);
         assert!(matches!(joined.check(), Some(Err(StoreError::WriteFailed(_)))));
