@@ -791,3 +791,36 @@ fn append_before_recover_recovers_implicitly() {
     log.recover(&mut |id, _| seen.push(id)).unwrap();
     assert_eq!(seen.len(), 4);
 }
+
+/// Reads go through a per-thread read-ahead window: records written together come back from
+/// one `pread`. Whatever the window holds, every read returns that record's own bytes.
+#[test]
+fn reads_ahead_never_return_stale_or_foreign_bytes() {
+    let (tmp_a, tmp_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store_a, store_b) = (open(tmp_a.path(), 8 << 20), open(tmp_b.path(), 8 << 20));
+    let (log_a, _, _) = recover(&store_a, 1);
+    let (log_b, _, _) = recover(&store_b, 1);
+    let batch: Vec<Vec<u8>> = (0..12).map(|i| record(i, 1000 + i)).collect();
+    let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+    let (ids, durable) = log_a.append_batch(&refs).unwrap();
+    durable.wait_blocking().unwrap();
+    for (id, want) in ids.iter().zip(&batch).chain(ids.iter().zip(&batch).rev()) {
+        assert_eq!(&log_a.read(*id).unwrap(), want);
+    }
+
+    // The same record ids in another store, with other bytes, read in turn on this thread.
+    let other: Vec<Vec<u8>> = (0..12).map(|i| record(100 + i, 1000 + i)).collect();
+    let refs: Vec<&[u8]> = other.iter().map(Vec::as_slice).collect();
+    let (other_ids, _) = log_b.append_batch(&refs).unwrap();
+    assert_eq!(other_ids, ids);
+    for i in 0..ids.len() {
+        assert_eq!(log_a.read(ids[i]).unwrap(), batch[i]);
+        assert_eq!(log_b.read(ids[i]).unwrap(), other[i]);
+    }
+
+    // A record appended after the window was read is read from the file, not from the window.
+    assert_eq!(log_a.read(ids[11]).unwrap(), batch[11]);
+    let (late, _) = log_a.append(&record(7, 3000)).unwrap();
+    assert_eq!(log_a.read(late).unwrap(), record(7, 3000));
+    assert_eq!(log_a.read(ids[11]).unwrap(), batch[11]);
+}

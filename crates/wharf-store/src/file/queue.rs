@@ -361,6 +361,63 @@ impl FileQueueLog {
 
 /// Remove segment `number` from the index if it is deletable: not the active one, not damaged,
 /// no live records.
+/// Records are read this far ahead, so that receiving records written together (an SQS batch)
+/// is one `pread`, not one per record.
+const READ_AHEAD: usize = 16 << 10;
+
+/// Bytes of one segment read ahead by this thread. One window per thread, not per queue, so
+/// the memory is bounded however many queues there are; a receive reads its records on one
+/// thread, one after another.
+struct ReadAhead {
+    /// Whose bytes these are. Weak: a window must not keep a deleted segment's file open, and
+    /// while it exists the `SyncFile`'s address cannot be reused by another file.
+    file: std::sync::Weak<SyncFile>,
+    start: u64,
+    len: usize,
+    bytes: Box<[u8]>,
+}
+
+thread_local! {
+    static READ_AHEAD_WINDOW: std::cell::RefCell<Option<ReadAhead>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The frame of `len` bytes at `offset`, from this thread's read-ahead window when it holds
+/// it. Only bytes before `readable_end` (the end of the segment's last complete frame when the
+/// record was looked up) are read ahead: they never change while the segment exists, and
+/// bytes past them may not be written yet.
+fn read_frame(file: &Arc<SyncFile>, offset: u64, len: u64, readable_end: u64) -> io::Result<Vec<u8>> {
+    let end = offset + len;
+    if len as usize >= READ_AHEAD || end > readable_end {
+        let mut frame = vec![0u8; len as usize];
+        file.file.read_exact_at(&mut frame, offset)?;
+        return Ok(frame);
+    }
+    READ_AHEAD_WINDOW.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let hit = slot.as_ref().is_some_and(|w| {
+            std::ptr::eq(w.file.as_ptr(), Arc::as_ptr(file))
+                && w.start <= offset
+                && end <= w.start + w.len as u64
+        });
+        if !hit {
+            let window = slot.get_or_insert_with(|| ReadAhead {
+                file: std::sync::Weak::new(),
+                start: 0,
+                len: 0,
+                bytes: vec![0u8; READ_AHEAD].into_boxed_slice(),
+            });
+            // Forget the old window first: a failed read must not leave it half overwritten.
+            window.len = 0;
+            let n = (readable_end - offset).min(READ_AHEAD as u64) as usize;
+            file.file.read_exact_at(&mut window.bytes[..n], offset)?;
+            (window.file, window.start, window.len) = (Arc::downgrade(file), offset, n);
+        }
+        let window = slot.as_ref().expect("filled above");
+        let at = (offset - window.start) as usize;
+        Ok(window.bytes[at..at + len as usize].to_vec())
+    })
+}
+
 pub(crate) fn take_if_deletable(state: &mut QueueState, number: u32) -> Option<Segment> {
     let segment = state.segments.get(&number)?;
     if state.active == Some(number) || segment.damaged || segment.live > 0 {
@@ -473,7 +530,7 @@ impl QueueLog for FileQueueLog {
 
     fn read(&self, id: RecordId) -> Result<Vec<u8>> {
         self.ensure_recovered()?;
-        let (file, frame_len) = {
+        let (file, frame_len, readable_end) = {
             let state = self.state.lock();
             self.check_open(&state)?;
             let segment = state.segments.get(&id.segment).ok_or(StoreError::NoSuchRecord(id))?;
@@ -481,12 +538,12 @@ impl QueueLog for FileQueueLog {
             if segment.is_settled(i) {
                 return Err(StoreError::NoSuchRecord(id));
             }
-            (segment.seg.clone(), segment.frame_len(i))
+            (segment.seg.clone(), segment.frame_len(i), segment.data_end)
         };
         // Read outside the lock: the file handle stays valid even if the segment is deleted
         // meanwhile.
-        let mut frame = vec![0u8; frame_len as usize];
-        file.file.read_exact_at(&mut frame, u64::from(id.offset)).map_err(|e| Self::io_err(&file.path, e))?;
+        let mut frame = read_frame(&file, u64::from(id.offset), frame_len, readable_end)
+            .map_err(|e| Self::io_err(&file.path, e))?;
         let (len, crc) = format::decode_frame_header(&frame);
         let payload = &frame[FRAME_HEADER_LEN as usize..];
         if u64::from(len) != frame_len - FRAME_HEADER_LEN || crc32c::crc32c(payload) != crc {
