@@ -64,7 +64,8 @@ pub struct ServeArgs {
     pub fsync_interval_ms: Option<u64>,
     /// With `--fsync always`: after a group commit shared by several writes, wait this
     /// percentage (0-100) of that sync's time, at most 1 ms, for more writes to join the next
-    /// one. Fewer syncs, less CPU per write, that much more latency [default: 0, never wait].
+    /// one. Fewer syncs, less CPU per write, that much more latency; an error with any other
+    /// fsync mode or in memory [default: 0, never wait].
     #[arg(long, env = "WHARF_GROUP_COMMIT_WAIT_PERCENT", value_name = "PERCENT")]
     pub group_commit_wait_percent: Option<u32>,
     /// Admin listener: /health and /metrics [default: 127.0.0.1:15672].
@@ -327,6 +328,9 @@ impl Settings {
             args.group_commit_wait_percent.or(file.group_commit_wait_percent).unwrap_or(0);
         if group_commit_wait_percent > 100 {
             bail!("group commit wait must be 0-100 (percent of a sync), not {group_commit_wait_percent}");
+        }
+        if group_commit_wait_percent > 0 && (in_memory || fsync != FsyncArg::Always) {
+            bail!("a group commit wait applies only to durable storage with fsync always");
         }
         let storage = if in_memory {
             Storage::Memory
@@ -607,7 +611,6 @@ mod tests {
             data_dir = "/from/file"
             fsync = "interval"
             fsync_interval_ms = 250
-            group_commit_wait_percent = 30
             admin = "127.0.0.1:9999"
 
             [[queue]]
@@ -636,7 +639,7 @@ mod tests {
             Storage::Disk {
                 dir: "/from/file".into(),
                 fsync: FsyncMode::Interval(Duration::from_millis(250)),
-                group_commit_wait_percent: 30,
+                group_commit_wait_percent: 0,
             }
         );
         assert_eq!(s.admin.port(), 1234);
@@ -675,6 +678,22 @@ mod tests {
         let args = ServeArgs { group_commit_wait_percent: Some(50), ..ServeArgs::default() };
         let s = Settings::resolve(args).unwrap();
         assert!(matches!(s.storage, Storage::Disk { group_commit_wait_percent: 50, .. }));
+        let file = write("group_commit_wait_percent = 30\n");
+        let args = ServeArgs { config: Some(file.path().into()), ..ServeArgs::default() };
+        let s = Settings::resolve(args).unwrap();
+        assert!(matches!(s.storage, Storage::Disk { group_commit_wait_percent: 30, .. }));
+        // Where there are no group commits, asking for a wait is a mistake, not a no-op.
+        for args in [
+            ServeArgs {
+                group_commit_wait_percent: Some(50),
+                fsync: Some(FsyncArg::Never),
+                ..ServeArgs::default()
+            },
+            ServeArgs { group_commit_wait_percent: Some(50), in_memory: Some(true), ..ServeArgs::default() },
+        ] {
+            let err = Settings::resolve(args).unwrap_err().to_string();
+            assert!(err.contains("applies only to durable storage with fsync always"), "{err}");
+        }
     }
 
     #[test]
