@@ -196,12 +196,7 @@ impl Durable {
 
     /// Wait until the write is durable. Woken once, by the round that makes it so.
     pub fn wait(self) -> impl Future<Output = Result<()>> + Send {
-        let (lsn, progress) = match self.0 {
-            Promise::Pending { lsn, progress } => (lsn, Ok(progress)),
-            Promise::Done => (0, Err(None)),
-            Promise::Failed(reason) => (0, Err(Some(reason))),
-        };
-        DurableWait { lsn, progress, registration: None }
+        DurableWait { durable: self, registration: None }
     }
 
     /// Blocking form of [`Durable::wait`], for threads outside the async runtime. Parks the
@@ -216,9 +211,7 @@ impl Durable {
 
 /// The future of [`Durable::wait`].
 struct DurableWait {
-    lsn: u64,
-    /// What it waits on, or what it already is: done (`Err(None)`) or failed.
-    progress: std::result::Result<Arc<SyncProgress>, Option<Arc<str>>>,
+    durable: Durable,
     /// Its key in the waiting list while it may still be there.
     registration: Option<(u64, u64)>,
 }
@@ -228,25 +221,26 @@ impl Future for DurableWait {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
-        let progress = match &this.progress {
-            Ok(progress) => progress,
-            Err(None) => return Poll::Ready(Ok(())),
-            Err(Some(reason)) => return Poll::Ready(Err(StoreError::WriteFailed(reason.to_string()))),
+        let (lsn, progress) = match &this.durable.0 {
+            Promise::Pending { lsn, progress } => (*lsn, progress),
+            Promise::Done | Promise::Failed(_) => {
+                return Poll::Ready(this.durable.check().expect("done or failed is settled"))
+            }
         };
-        if progress.synced.load(Ordering::Acquire) >= this.lsn {
+        if progress.synced.load(Ordering::Acquire) >= lsn {
             // The round that passed the LSN took the registration out with it.
             this.registration = None;
             return Poll::Ready(Ok(()));
         }
         let mut waiting = progress.waiting.lock();
-        if let Some(outcome) = SyncProgress::outcome_locked(&progress.synced, &waiting, this.lsn) {
+        if let Some(outcome) = SyncProgress::outcome_locked(&progress.synced, &waiting, lsn) {
             // Durable, or stopped: either way the list no longer holds this registration.
             this.registration = None;
             return Poll::Ready(outcome);
         }
         let key = *this.registration.get_or_insert_with(|| {
             waiting.next_registration += 1;
-            (this.lsn, waiting.next_registration)
+            (lsn, waiting.next_registration)
         });
         match waiting.wakers.get_mut(&key) {
             Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -262,7 +256,7 @@ impl Future for DurableWait {
 impl Drop for DurableWait {
     /// A wait given up before the write became durable leaves no waker behind.
     fn drop(&mut self) {
-        if let (Some(key), Ok(progress)) = (self.registration, &self.progress) {
+        if let (Some(key), Promise::Pending { progress, .. }) = (self.registration, &self.durable.0) {
             progress.waiting.lock().wakers.remove(&key);
         }
     }

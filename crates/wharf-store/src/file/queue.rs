@@ -359,8 +359,6 @@ impl FileQueueLog {
     }
 }
 
-/// Remove segment `number` from the index if it is deletable: not the active one, not damaged,
-/// no live records.
 /// Records are read this far ahead, so that receiving records written together (an SQS batch)
 /// is one `pread`, not one per record.
 const READ_AHEAD: usize = 16 << 10;
@@ -418,6 +416,8 @@ fn read_frame(file: &Arc<SyncFile>, offset: u64, len: u64, readable_end: u64) ->
     })
 }
 
+/// Remove segment `number` from the index if it is deletable: not the active one, not damaged,
+/// no live records.
 pub(crate) fn take_if_deletable(state: &mut QueueState, number: u32) -> Option<Segment> {
     let segment = state.segments.get(&number)?;
     if state.active == Some(number) || segment.damaged || segment.live > 0 {
