@@ -227,12 +227,19 @@ fn sqs_and_sns_benches_measure_a_running_server() {
     let endpoint = format!("http://{}", server.http);
     let short = ["--seconds", "1", "--warmup", "0", "--connections", "4"];
 
-    for batch in ["1", "10"] {
+    // The tool runs batch-scheduled unless asked otherwise, and says which policy it ran under.
+    for (batch, scheduling, policy) in
+        [("1", None, "SCHED_BATCH"), ("10", Some("normal"), "SCHED_OTHER"), ("10", None, "SCHED_BATCH")]
+    {
         let mut args = vec!["bench", "sqs", "--endpoint", &endpoint, "--batch", batch];
         args.extend(short);
+        if let Some(scheduling) = scheduling {
+            args.extend(["--tool-scheduling", scheduling]);
+        }
         let output = run(&args);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.lines().next().unwrap_or_default().ends_with(&format!("under {policy}")), "{stdout}");
         let moved: f64 = stdout
             .lines()
             .find_map(|l| l.strip_prefix("messages/s end to end"))

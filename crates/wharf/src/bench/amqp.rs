@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use wharf_amqp::codec::{self, RawFrame, FRAME_METHOD};
 
 use super::sqs::{micros, own_cpu_seconds, percentiles};
+use super::{tool_runtime, ToolScheduling};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -48,6 +49,9 @@ pub struct AmqpArgs {
     pub user: String,
     #[arg(long, default_value = "guest")]
     pub password: String,
+    /// How the kernel schedules the tool's threads (see `ToolScheduling`).
+    #[arg(long, value_enum, default_value_t)]
+    pub tool_scheduling: ToolScheduling,
 }
 
 /// Most messages a producer may be ahead of its consumers: the measure is throughput end to
@@ -68,8 +72,8 @@ pub fn run(args: AmqpArgs) -> anyhow::Result<()> {
         args.scenarios.clone()
     };
     // The tool itself runs on one thread: it must not take both cores from the broker.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    println!("wharf bench amqp: {} s per scenario and endpoint", args.seconds);
+    let (runtime, tool) = tool_runtime(1, args.tool_scheduling)?;
+    println!("wharf bench amqp: {} s per scenario and endpoint, {tool}", args.seconds);
     for scenario in scenarios {
         let mut rows = Vec::new();
         let mut endpoints = vec![("wharf", args.endpoint)];

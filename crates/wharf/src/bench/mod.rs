@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -106,6 +106,83 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sns(args) => sns::run(args),
         BenchCommand::Amqp(args) => amqp::run(args),
     }
+}
+
+/// How the kernel schedules the load tool's own threads.
+///
+/// The network benches run on the machine they measure, sharing its cores with the server. With
+/// the default policy a tool thread woken by an answer preempts whatever runs on its core — on a
+/// 2-core machine usually the server thread that just sent that answer — so every call can cost
+/// two extra context switches that neither side needs. (`wharf bench sqs`, unbatched: the server's
+/// workers were preempted by the tool ~9,000 times a second; docs/BENCHMARKS.md.)
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ToolScheduling {
+    /// `SCHED_BATCH`: the tool never preempts a running thread when it wakes; it runs when a core
+    /// is free or at the next scheduler tick. It gets the same share of the CPU, and measures the
+    /// peer the same way.
+    #[default]
+    Batch,
+    /// The default policy (`SCHED_OTHER`), as an ordinary client process would run.
+    Normal,
+}
+
+impl ToolScheduling {
+    fn name(self) -> &'static str {
+        match self {
+            ToolScheduling::Batch => "SCHED_BATCH",
+            ToolScheduling::Normal => "SCHED_OTHER",
+        }
+    }
+
+    /// Put the calling thread under this policy.
+    fn apply_to_this_thread(self) -> std::io::Result<()> {
+        let policy = match self {
+            ToolScheduling::Batch => libc::SCHED_BATCH,
+            ToolScheduling::Normal => libc::SCHED_OTHER,
+        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` lives across the call. Unprivileged
+        // threads may move between SCHED_OTHER and SCHED_BATCH.
+        if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The policy the kernel reports for the calling thread (what the report prints, so it shows
+/// what was in force rather than what was asked for).
+fn this_threads_policy() -> String {
+    // SAFETY: pid 0 is the calling thread; the call only reads its policy.
+    match unsafe { libc::sched_getscheduler(0) } {
+        libc::SCHED_OTHER => "SCHED_OTHER".to_owned(),
+        libc::SCHED_BATCH => "SCHED_BATCH".to_owned(),
+        libc::SCHED_IDLE => "SCHED_IDLE".to_owned(),
+        other => format!("scheduling policy {other}"),
+    }
+}
+
+/// The load tool's runtime: one thread (tokio's current-thread runtime on the calling thread,
+/// which keeps the tool off the server's cores as much as a load generator can be) or `threads`
+/// workers, all under `scheduling`. Also returns how it runs, for the report's first line.
+fn tool_runtime(
+    threads: usize,
+    scheduling: ToolScheduling,
+) -> anyhow::Result<(tokio::runtime::Runtime, String)> {
+    // Threads inherit their creator's policy, so the runtime's workers (and tokio's blocking
+    // threads) get it from this one.
+    scheduling
+        .apply_to_this_thread()
+        .with_context(|| format!("cannot put the tool under {}", scheduling.name()))?;
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = builder.enable_all().build().context("cannot start the tool's runtime")?;
+    Ok((runtime, format!("{} tool thread(s) under {}", threads.max(1), this_threads_policy())))
 }
 
 fn tempdir_in(dir: &std::path::Path) -> anyhow::Result<tempfile::TempDir> {

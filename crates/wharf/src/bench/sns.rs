@@ -17,6 +17,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::http::{parse_endpoint, Connection};
+use super::{tool_runtime, ToolScheduling};
 
 #[derive(Args, Debug)]
 pub struct SnsArgs {
@@ -41,6 +42,9 @@ pub struct SnsArgs {
     /// Seconds of load before measuring starts.
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
+    /// How the kernel schedules the tool's threads (see `ToolScheduling`).
+    #[arg(long, value_enum, default_value_t)]
+    pub tool_scheduling: ToolScheduling,
 }
 
 const POLICY: &str = r#"{"kind": ["bench"], "size": [{"numeric": [">=", 0]}]}"#;
@@ -316,10 +320,10 @@ pub fn run(args: SnsArgs) -> anyhow::Result<()> {
         targets.push(("peer", peer.clone()));
     }
     // Every publisher on this thread, as `bench sqs` does by default.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (runtime, tool) = tool_runtime(1, args.tool_scheduling)?;
     println!(
         "wharf bench sns: Publish to a topic with {} SQS subscriptions (raw delivery); {} connections, {} B messages, \
-         {} s warm-up + {} s measured per endpoint and scenario",
+         {} s warm-up + {} s measured per endpoint and scenario, {tool}",
         args.subscriptions, args.connections, args.size, args.warmup, args.seconds
     );
     println!(

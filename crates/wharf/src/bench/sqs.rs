@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{parse_endpoint, Answer, Connection};
+use super::{tool_runtime, ToolScheduling};
 
 #[derive(Args, Debug)]
 pub struct SqsArgs {
@@ -49,6 +50,9 @@ pub struct SqsArgs {
     /// much as a load generator can be and costs the least per call.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// How the kernel schedules the tool's threads (see `ToolScheduling`).
+    #[arg(long, value_enum, default_value_t)]
+    pub tool_scheduling: ToolScheduling,
 }
 
 pub fn run(args: SqsArgs) -> anyhow::Result<()> {
@@ -57,22 +61,15 @@ pub fn run(args: SqsArgs) -> anyhow::Result<()> {
     if let Some(peer) = &args.peer_endpoint {
         targets.push(("peer".to_owned(), peer.clone()));
     }
-    let mut builder = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(args.threads);
-        b
-    };
-    let runtime = builder.enable_all().build().context("cannot start the tool's runtime")?;
+    let (runtime, tool) = tool_runtime(args.threads, args.tool_scheduling)?;
     let mode = if args.batch == 1 {
         "SendMessage -> ReceiveMessage -> DeleteMessage".to_owned()
     } else {
         format!("SendMessageBatch({0}) -> ReceiveMessage(Max {0}) -> DeleteMessageBatch", args.batch)
     };
     println!(
-        "wharf bench sqs: {mode}; {} connections, {} B bodies, {} s warm-up + {} s measured per endpoint, {} tool thread(s)",
-        args.connections, args.size, args.warmup, args.seconds, args.threads
+        "wharf bench sqs: {mode}; {} connections, {} B bodies, {} s warm-up + {} s measured per endpoint, {tool}",
+        args.connections, args.size, args.warmup, args.seconds
     );
     let mut reports = Vec::new();
     for (role, endpoint) in &targets {
