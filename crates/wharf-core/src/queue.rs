@@ -641,9 +641,10 @@ impl Queue {
                 req.max
             )));
         }
+        // From the settings snapshot: the state's lock is the one every send and delete takes.
         let (default_visibility, default_wait) = {
-            let st = self.state.lock();
-            (st.settings.visibility_timeout_ms, st.settings.receive_wait_ms)
+            let settings = self.settings();
+            (settings.visibility_timeout_ms, settings.receive_wait_ms)
         };
         let visibility = req.visibility.map(ms).unwrap_or(default_visibility);
         if visibility > MAX_VISIBILITY_MS {
