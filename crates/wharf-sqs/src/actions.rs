@@ -18,7 +18,7 @@ use wharf_core::{
 use wharf_store::Durable;
 
 use crate::attributes::{self, ArnContext, CREATED, MODIFIED, TAG_PREFIX};
-use crate::digest::{hex, md5};
+use crate::digest::{hex, md5, md5_each};
 use crate::error::{ErrorCode, SqsError, SqsResult};
 use crate::message::{self, MessageAttribute};
 use crate::movetask::{self, MoveTask, MAX_MOVE_RATE, TASK_HISTORY};
@@ -797,8 +797,14 @@ impl Sqs {
         Ok(out)
     }
 
-    /// A validated message as the engine takes it, and the digests of its answer.
-    fn to_engine(&self, m: Outgoing, ctx: &RequestContext) -> (Message, SendOptions, Digests) {
+    /// A validated message (whose body's MD5 is `body_md5`) as the engine takes it, and the
+    /// digests of its answer.
+    fn to_engine(
+        &self,
+        m: Outgoing,
+        body_md5: [u8; 16],
+        ctx: &RequestContext,
+    ) -> (Message, SendOptions, Digests) {
         let mut system_attributes = BTreeMap::new();
         system_attributes.insert(
             "SenderId".to_owned(),
@@ -809,7 +815,6 @@ impl Sqs {
                 system_attributes.insert(s.name.clone(), v.clone());
             }
         }
-        let body_md5 = md5(m.body.as_bytes());
         let digests = Digests {
             body: hex(&body_md5),
             attributes: message::md5_of(&m.attributes),
@@ -836,7 +841,8 @@ impl Sqs {
         let q = self.queue(p)?;
         let settings = q.settings();
         let m = self.parse_send(p, &settings)?;
-        let (msg, opts, digests) = self.to_engine(m, ctx);
+        let body_md5 = md5(m.body.as_bytes());
+        let (msg, opts, digests) = self.to_engine(m, body_md5, ctx);
         let sent = q.send(msg, opts)?;
         let out = SentMessage::new(None, digests, &sent, settings.kind == QueueKind::Fifo);
         wait_durable(sent.durable).await?;
@@ -865,14 +871,18 @@ impl Sqs {
                 format!("Batch requests cannot be longer than {MAX_BATCH_BYTES} bytes. You have sent {total} bytes."),
             ));
         }
-        // The valid entries go to the engine together: one lock, one store write.
+        // The valid entries go to the engine together: one lock, one store write. Their bodies
+        // are hashed together too, several at a time.
+        let bodies: Vec<&[u8]> = parsed.iter().flatten().map(|m| m.body.as_bytes()).collect();
+        let mut body_md5s = md5_each(&bodies).into_iter();
         let mut outputs = Vec::new();
         let mut items = Vec::new();
         let mut failed = Vec::new();
         for (id, r) in ids.iter().zip(parsed) {
             match r {
                 Ok(m) => {
-                    let (msg, opts, digests) = self.to_engine(m, ctx);
+                    let body_md5 = body_md5s.next().expect("one digest per valid entry");
+                    let (msg, opts, digests) = self.to_engine(m, body_md5, ctx);
                     outputs.push((*id, digests));
                     items.push((msg, opts));
                 }

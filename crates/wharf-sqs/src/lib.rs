@@ -12,6 +12,7 @@ mod attributes;
 pub mod auth;
 mod digest;
 mod error;
+mod md5x8;
 mod message;
 mod movetask;
 mod wire;
