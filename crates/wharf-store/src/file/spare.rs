@@ -98,6 +98,7 @@ impl SparePreparer {
         let busy: Arc<(Mutex<usize>, Condvar)> = Arc::default();
         let thread_busy = busy.clone();
         let thread = std::thread::Builder::new().name("wharf-store-spare".into()).spawn(move || {
+            super::sync::run_in_background();
             // Ends when the store drops the sending side.
             while let Ok(job) = rx.recv() {
                 prepare(&job);
