@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::http::{parse_endpoint, Answer, Connection};
@@ -116,6 +116,30 @@ async fn call(connection: &mut Connection, target: &str, body: &[u8]) -> anyhow:
             body,
         )
         .await
+}
+
+/// Batch entry ids (a batch has at most ten entries).
+const ENTRY_IDS: [&str; 10] = ["d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9"];
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteOne<'a> {
+    queue_url: &'a str,
+    receipt_handle: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteBatch<'a> {
+    queue_url: &'a str,
+    entries: Vec<DeleteEntry<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DeleteEntry<'a> {
+    id: &'a str,
+    receipt_handle: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -329,18 +353,20 @@ impl Job {
                 continue;
             }
 
+            // Typed rather than `json!`: a map built per request took a tenth of the tool's CPU.
             let delete_request = if self.batch == 1 {
-                json!({ "QueueUrl": self.queue_url, "ReceiptHandle": handles[0] })
+                serde_json::to_vec(&DeleteOne { queue_url: &self.queue_url, receipt_handle: &handles[0] })
             } else {
                 let entries: Vec<_> = handles
                     .iter()
-                    .enumerate()
-                    .map(|(i, h)| json!({ "Id": format!("d{i}"), "ReceiptHandle": h }))
+                    .zip(ENTRY_IDS)
+                    .map(|(receipt_handle, id)| DeleteEntry { id, receipt_handle })
                     .collect();
-                json!({ "QueueUrl": self.queue_url, "Entries": entries })
-            };
+                serde_json::to_vec(&DeleteBatch { queue_url: &self.queue_url, entries })
+            }
+            .expect("a request of strings serializes");
             let started = Instant::now();
-            match call(&mut connection, delete_action, delete_request.to_string().as_bytes()).await {
+            match call(&mut connection, delete_action, &delete_request).await {
                 Ok(a) if a.status == 200 => {
                     let failed = if self.batch > 1 { check_batch(&a.body).err() } else { None };
                     match failed {
