@@ -46,25 +46,24 @@ fn md5_in_lanes(bodies: &[&[u8]]) -> Vec<[u8; 16]> {
 
     let mut order: Vec<usize> = (0..bodies.len()).collect();
     order.sort_by_key(|&i| bodies[i].len());
+    let padded: Vec<Padded<'_>> = order.iter().map(|&i| Padded::new(bodies[i])).collect();
     let mut out = vec![[0u8; 16]; bodies.len()];
-    let mut rest = &order[..];
-    while let Some(&first) = rest.first() {
-        let shortest = Padded::new(bodies[first]).blocks();
-        let group_len =
-            rest.iter().take(LANES).take_while(|&&i| Padded::new(bodies[i]).blocks() <= 2 * shortest).count();
-        let (group, later) = rest.split_at(group_len);
-        if let [only] = group {
+    let mut start = 0;
+    while start < order.len() {
+        let limit = 2 * padded[start].blocks();
+        let len = padded[start..].iter().take(LANES).take_while(|p| p.blocks() <= limit).count();
+        let (lanes, indices) = (&padded[start..start + len], &order[start..start + len]);
+        if let [only] = indices {
             out[*only] = md5(bodies[*only]);
         } else {
-            let lanes: Vec<Padded<'_>> = group.iter().map(|&i| Padded::new(bodies[i])).collect();
             let mut digests = [[0u8; 16]; LANES];
             // SAFETY: md5_each checked that the CPU has AVX2.
-            unsafe { md5x8(&lanes, &mut digests[..group.len()]) };
-            for (&i, digest) in group.iter().zip(digests) {
+            unsafe { md5x8(lanes, &mut digests[..len]) };
+            for (&i, digest) in indices.iter().zip(digests) {
                 out[i] = digest;
             }
         }
-        rest = later;
+        start += len;
     }
     out
 }

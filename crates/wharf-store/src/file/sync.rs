@@ -426,8 +426,8 @@ fn precise_sleeps() {
 /// few microseconds of work. Under load that was thousands of needless context switches a
 /// second. It costs at most a scheduler slice of delay on a machine whose every core is busy,
 /// and the policy keeps the thread's full share of the CPU. Measured in docs/BENCHMARKS.md: SQS
-/// batches of 10 +8%, unbatched +4%, p99 no worse. A refusal (a kernel without the policy)
-/// leaves the thread as it was.
+/// batches of 10 +6–8%, unbatched within noise, p99 no worse. A refusal (a kernel without the
+/// policy) leaves the thread as it was.
 pub(crate) fn run_in_background() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` lives across the call.
