@@ -82,6 +82,7 @@ pub struct StoreSample {
     pub records_appended_total: u64,
     pub records_settled_total: u64,
     pub segments_deleted_total: u64,
+    pub segments_reused_total: u64,
 }
 
 /// Everything `/metrics` reports, taken at one moment.

@@ -66,7 +66,7 @@ pub fn render_metrics(snapshot: &Snapshot) -> String {
     }
 
     let store = &snapshot.store;
-    let store_metrics: [(&str, &str, &str, String); 9] = [
+    let store_metrics: [(&str, &str, &str, String); 10] = [
         (
             "wharf_store_persistent",
             "gauge",
@@ -120,6 +120,12 @@ pub fn render_metrics(snapshot: &Snapshot) -> String {
             "counter",
             "Segment files deleted once fully settled.",
             store.segments_deleted_total.to_string(),
+        ),
+        (
+            "wharf_store_segments_reused_total",
+            "counter",
+            "Deleted segments whose file became the queue's next segment instead of being unlinked.",
+            store.segments_reused_total.to_string(),
         ),
     ];
     for (name, kind, help, value) in store_metrics {

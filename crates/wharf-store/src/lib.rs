@@ -145,6 +145,9 @@ pub struct StoreStats {
     pub records_appended: u64,
     pub records_settled: u64,
     pub segments_deleted: u64,
+    /// Deleted segments whose file became the queue's next segment instead (counted in
+    /// `segments_deleted` too).
+    pub segments_reused: u64,
 }
 
 /// The store: a set of queue logs plus one small definitions document.

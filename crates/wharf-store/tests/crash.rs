@@ -1,6 +1,8 @@
 //! `kill -9` under load: a child process appends and settles with `FsyncMode::Always`, printing
 //! each write once its `Durable` resolved; the parent kills it mid-flight, recovers, and checks
 //! that every confirmed append is there byte for byte and no confirmed settle came back.
+//! Segments are small and retire as the oldest records are settled, so settled segment files
+//! are reused as new segments (old records behind new ones) under the kill too.
 
 mod common;
 
@@ -36,15 +38,23 @@ fn crash_child() {
         .map(|t| {
             let log = log.clone();
             let out = out.clone();
+            let store = store.clone();
             std::thread::spawn(move || {
-                let mut mine = Vec::new();
+                // This thread's live records, oldest first.
+                let mut mine = std::collections::VecDeque::new();
                 for i in 0.. {
                     let (id, durable) = log.append(&body(round, t, i)).unwrap();
                     durable.wait_blocking().unwrap();
                     writeln!(out.lock(), "A {} {} {round} {t} {i}", id.segment, id.offset).unwrap();
-                    mine.push(id);
-                    if i % 2 == 1 {
-                        let victim = mine.swap_remove(mine.len() / 2);
+                    mine.push_back(id);
+                    if t == 0 && i % 64 == 0 {
+                        writeln!(out.lock(), "R {}", store.stats().segments_reused).unwrap();
+                    }
+                    if i % 2 == 1 || mine.len() > 24 {
+                        // Mostly from the middle; the oldest once 24 are live, so that old
+                        // segments become fully settled.
+                        let at = if mine.len() > 24 { 0 } else { mine.len() / 2 };
+                        let victim = mine.remove(at).expect("at least one live record");
                         // Intent first: once `settle` starts, the record may be gone.
                         writeln!(out.lock(), "T {} {}", victim.segment, victim.offset).unwrap();
                         log.settle(victim).unwrap().wait_blocking().unwrap();
@@ -67,6 +77,8 @@ fn kill_9_loses_nothing_confirmed() {
     let mut settled: BTreeSet<RecordId> = BTreeSet::new();
     // Settles started but not confirmed: the record may or may not come back.
     let mut settling: BTreeSet<RecordId> = BTreeSet::new();
+    // Most segments reused by a child before it was killed.
+    let mut reused: u64 = 0;
     for round in 0..3u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
@@ -97,6 +109,9 @@ fn kill_9_loses_nothing_confirmed() {
         let lines = reader.join().unwrap();
         let mut appended = 0;
         for line in lines {
+            if let Some(n) = line.strip_prefix("R ") {
+                reused = reused.max(n.parse().unwrap());
+            }
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
                 ["A", seg, off, r, t, i] => {
@@ -138,4 +153,5 @@ fn kill_9_loses_nothing_confirmed() {
         }
         store.flush().unwrap();
     }
+    assert!(reused > 0, "no child reused a settled segment before it was killed");
 }

@@ -16,6 +16,8 @@ use wharf_store::file::{FileStore, FileStoreOptions, SyncHook};
 use wharf_store::{FsyncMode, RecordId, Store, StoreError};
 
 const HEADER: u64 = 16;
+/// `[length][crc][tag]` before each record.
+const FRAME: u64 = 12;
 
 #[test]
 fn round_trip_through_reopen() {
@@ -98,7 +100,7 @@ fn errors_for_bad_calls() {
 #[test]
 fn rotation_and_deletion_of_settled_segments() {
     let tmp = tempfile::tempdir().unwrap();
-    // 100-byte records are 108-byte frames: 4 per 512-byte segment (16 + 4*108 = 448).
+    // 100-byte records are 112-byte frames: 4 per 512-byte segment (16 + 4*112 = 464).
     let store = open(tmp.path(), 512);
     let (log, _, _) = recover(&store, 1);
     let ids: Vec<RecordId> = (0..20).map(|i| log.append(&record(i, 100)).unwrap().0).collect();
@@ -149,7 +151,7 @@ fn rotation_and_deletion_of_settled_segments() {
 #[test]
 fn stragglers_moved_forward_free_their_segment() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = open(tmp.path(), 16 + 20 * 108);
+    let store = open(tmp.path(), 16 + 20 * 112);
     let (log, _, _) = recover(&store, 1);
     let ids: Vec<RecordId> = (0..60).map(|i| log.append(&record(i, 100)).unwrap().0).collect();
     assert_eq!(ids[59].segment, 2);
@@ -188,7 +190,7 @@ fn cut_newest_segment_at_every_byte_of_its_last_record() {
         }
     }
     let full = std::fs::read(seg_path(&base, 1, 0)).unwrap();
-    let last_start = full.len() - (8 + 13);
+    let last_start = full.len() - (FRAME as usize + 13);
     for cut in last_start..full.len() {
         let dir = tmp.path().join(format!("cut{cut}"));
         std::fs::create_dir_all(queue_dir(&dir, 1)).unwrap();
@@ -199,10 +201,20 @@ fn cut_newest_segment_at_every_byte_of_its_last_record() {
         assert_eq!(report.truncated_bytes, (cut - last_start) as u64, "cut at {cut}");
         let got: Vec<Vec<u8>> = seen.into_iter().map(|(_, b)| b).collect();
         assert_eq!(got, bodies[..4], "cut at {cut}");
-        assert_eq!(std::fs::metadata(seg_path(&dir, 1, 0)).unwrap().len(), last_start as u64);
-        // The log keeps working, and the new record lands where the torn one was.
-        let (id, _) = log.append(b"again").unwrap();
+        // The torn bytes stay, as room: the new record lands where the torn one was.
+        assert_eq!(std::fs::metadata(seg_path(&dir, 1, 0)).unwrap().len(), cut as u64);
+        let (id, durable) = log.append(b"again").unwrap();
+        durable.wait_blocking().unwrap();
         assert_eq!(id, RecordId { segment: 0, offset: last_start as u32 });
+        drop(log);
+        drop(store);
+        // What is left of the torn record behind the new one is no record, and no damage.
+        let store = open(&dir, 8 << 20);
+        let (_, seen, report) = recover(&store, 1);
+        assert_eq!(report.damage, None, "cut at {cut}");
+        let got: Vec<Vec<u8>> = seen.into_iter().map(|(_, b)| b).collect();
+        assert_eq!(got[..4], bodies[..4], "cut at {cut}");
+        assert_eq!(got[4..], [b"again".to_vec()], "cut at {cut}");
     }
 }
 
@@ -214,7 +226,7 @@ fn flip(path: &Path, at: u64) {
     file.write_all_at(&b, at).unwrap();
 }
 
-/// Three 20-byte records in segment 0 (frames of 28 bytes at 16, 44, 72).
+/// Three 20-byte records in segment 0 (frames of 32 bytes at 16, 48, 80).
 fn three_records(dir: &Path) -> Vec<RecordId> {
     let store = open(dir, 8 << 20);
     let (log, _, _) = recover(&store, 1);
@@ -226,7 +238,7 @@ fn flipped_byte_in_a_middle_record_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = three_records(tmp.path());
     let path = seg_path(tmp.path(), 1, 0);
-    flip(&path, 44 + 8 + 5);
+    flip(&path, 48 + FRAME + 5);
     let before = std::fs::read(&path).unwrap();
     let store = open(tmp.path(), 8 << 20);
     let (log, seen, report) = recover(&store, 1);
@@ -252,27 +264,27 @@ fn impossible_length_in_the_middle_is_damage() {
     three_records(tmp.path());
     let path = seg_path(tmp.path(), 1, 0);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(&0u32.to_le_bytes(), 44).unwrap();
+    file.write_all_at(&0u32.to_le_bytes(), 48).unwrap();
     let store = open(tmp.path(), 8 << 20);
     let (_, seen, report) = recover(&store, 1);
     assert_eq!(seen.len(), 1);
     assert!(report.damage.unwrap().contains("impossible record length 0"));
 }
 
-/// Rule: a final frame that fails its CRC and ends exactly at the end of the newest segment is
-/// a torn write (its last pages did not all reach the disk): cut off, not damage.
+/// Rule: a final frame that fails its CRC, with no record of its segment after it, is a torn
+/// write (its last pages did not all reach the disk): not damage; the next append overwrites it.
 #[test]
 fn flipped_byte_in_the_last_record_payload_is_a_torn_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = three_records(tmp.path());
     let path = seg_path(tmp.path(), 1, 0);
-    flip(&path, 72 + 8 + 19);
+    flip(&path, 80 + FRAME + 19);
     let store = open(tmp.path(), 8 << 20);
-    let (_, seen, report) = recover(&store, 1);
+    let (log, seen, report) = recover(&store, 1);
     assert_eq!(report.damage, None);
-    assert_eq!(report.truncated_bytes, 28);
+    assert_eq!(report.truncated_bytes, 32);
     assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[..2]);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 72);
+    assert_eq!(log.append(b"next").unwrap().0, ids[2]);
 }
 
 #[test]
@@ -281,7 +293,7 @@ fn zero_filled_tail_of_a_segment_is_room_to_append() {
     three_records(tmp.path());
     let path = seg_path(tmp.path(), 1, 0);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
-    file.set_len(100 + 4096).unwrap();
+    file.set_len(112 + 4096).unwrap();
     {
         let store = open(tmp.path(), 8 << 20);
         let (log, seen, report) = recover(&store, 1);
@@ -291,9 +303,9 @@ fn zero_filled_tail_of_a_segment_is_room_to_append() {
         // The next record goes right after the last one, into the zeros.
         let (id, durable) = log.append(b"fourth").unwrap();
         durable.wait_blocking().unwrap();
-        assert_eq!(id, RecordId { segment: 0, offset: 100 });
+        assert_eq!(id, RecordId { segment: 0, offset: 112 });
     }
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 100 + 4096);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 112 + 4096);
     let store = open(tmp.path(), 8 << 20);
     let (_, seen, report) = recover(&store, 1);
     assert_eq!((seen.len(), report.truncated_bytes, report.damage), (4, 0, None));
@@ -303,7 +315,7 @@ fn zero_filled_tail_of_a_segment_is_room_to_append() {
 #[test]
 fn preallocated_segments_come_from_spares_and_recover() {
     let tmp = tempfile::tempdir().unwrap();
-    // 100-byte records are 108-byte frames: 9 per 1024-byte segment.
+    // 90-byte records are 102-byte frames: 9 per 1024-byte segment.
     let mut live = Vec::new();
     {
         let store = open_preallocated(tmp.path(), 1024);
@@ -313,15 +325,15 @@ fn preallocated_segments_come_from_spares_and_recover() {
                 // Each rotation takes the spare the previous one asked for.
                 store.wait_for_spares();
             }
-            let (id, durable) = log.append(&record(i, 100)).unwrap();
+            let (id, durable) = log.append(&record(i, 90)).unwrap();
             durable.wait_blocking().unwrap();
-            live.push((id, record(i, 100)));
+            live.push((id, record(i, 90)));
         }
         store.wait_for_spares();
         // Segments 0 and 1 were made the ordinary way (a queue gets a spare once it has filled a
         // segment); the later ones are spares, full size from the start, with zero-filled acks.
         for n in 0..2 {
-            assert_eq!(std::fs::metadata(seg_path(tmp.path(), 1, n)).unwrap().len(), 16 + 9 * 108);
+            assert_eq!(std::fs::metadata(seg_path(tmp.path(), 1, n)).unwrap().len(), 16 + 9 * 102);
         }
         for n in 2..5 {
             assert_eq!(std::fs::metadata(seg_path(tmp.path(), 1, n)).unwrap().len(), 1024, "segment {n}");
@@ -332,7 +344,7 @@ fn preallocated_segments_come_from_spares_and_recover() {
         for (id, _) in live.iter().filter(|(id, _)| id.segment == 2).take(4) {
             log.settle(*id).unwrap().wait_blocking().unwrap();
         }
-        live.retain(|(id, _)| !(id.segment == 2 && id.offset < 16 + 4 * 108));
+        live.retain(|(id, _)| !(id.segment == 2 && id.offset < 16 + 4 * 102));
     }
     {
         let store = open_preallocated(tmp.path(), 1024);
@@ -342,10 +354,10 @@ fn preallocated_segments_come_from_spares_and_recover() {
         assert!(!queue_dir(tmp.path(), 1).join("spare.seg").exists(), "a leftover spare is removed");
         // Appends go on after the last record of the newest (preallocated) segment.
         let (id, _) = log.append(&record(99, 10)).unwrap();
-        assert_eq!(id, RecordId { segment: 4, offset: 16 + 4 * 108 });
+        assert_eq!(id, RecordId { segment: 4, offset: 16 + 4 * 102 });
         // And the next settle of segment 2 lands after the four earlier acks.
         log.settle(live.iter().find(|(id, _)| id.segment == 2).unwrap().0).unwrap();
-        live.retain(|(id, _)| !(id.segment == 2 && id.offset == 16 + 4 * 108));
+        live.retain(|(id, _)| !(id.segment == 2 && id.offset == 16 + 4 * 102));
         live.push((id, record(99, 10)));
         store.flush().unwrap();
     }
@@ -354,18 +366,162 @@ fn preallocated_segments_come_from_spares_and_recover() {
     assert_eq!(seen, live);
 }
 
+/// A segment's tag, as its frames carry it (`format::frame_tag`).
+fn tag(segment: u32) -> [u8; 4] {
+    crc32c::crc32c(&segment.to_le_bytes()).to_le_bytes()
+}
+
+/// A fully settled segment's file becomes its queue's next segment. The records of its first
+/// life stay in it behind the new ones; no reopen, torn write or append brings them back.
 #[test]
-fn torn_record_in_a_preallocated_segment_is_cut() {
+fn settled_segments_are_reused_and_their_old_records_stay_settled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut live = std::collections::VecDeque::new();
+    let store = open_preallocated(tmp.path(), 1024);
+    let (log, _, _) = recover(&store, 1);
+    // 90-byte records are 102-byte frames, 9 per segment. Settle oldest first and keep two
+    // live, like a queue whose consumer keeps up: each segment is retired early in the next.
+    for i in 0..100 {
+        let (id, durable) = log.append(&record(i, 90)).unwrap();
+        durable.wait_blocking().unwrap();
+        live.push_back((id, record(i, 90)));
+        if live.len() > 2 {
+            let (old, _) = live.pop_front().unwrap();
+            log.settle(old).unwrap().wait_blocking().unwrap();
+        }
+        store.wait_for_spares();
+    }
+    let stats = store.stats();
+    // Segments 0 to 9 are settled. 0 and 1 grew record by record and were deleted; 2 was
+    // zero-filled; from 2 on, segment k's file became segment k + 2 (it was retired while
+    // k + 1 filled).
+    assert_eq!(stats.segments_deleted, 10, "{stats:?}");
+    assert_eq!(stats.segments_reused, 8, "{stats:?}");
+    let newest = live.back().unwrap().0;
+    assert_eq!(newest.segment, 11);
+    let path = seg_path(tmp.path(), 1, newest.segment);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 1024);
+    let data_end = newest.offset as usize + 102;
+    // Behind the new records: whole frames of the file's earlier life, with good CRCs.
+    assert_eq!(&bytes[data_end + 8..data_end + 12], &tag(newest.segment - 2));
+    drop(log);
+    drop(store);
+
+    let expect: Vec<(RecordId, Vec<u8>)> = live.iter().cloned().collect();
+    let store = open_preallocated(tmp.path(), 1024);
+    let (log, seen, report) = recover(&store, 1);
+    assert_eq!(seen, expect);
+    assert_eq!((report.truncated_bytes, report.damage), (0, None));
+    drop(log);
+    drop(store);
+
+    // A write of the newest segment torn over the old bytes: its header and half its payload.
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    let mut torn = 90u32.to_le_bytes().to_vec();
+    torn.extend_from_slice(&0xDEAD_BEEFu32.to_le_bytes());
+    torn.extend_from_slice(&tag(newest.segment));
+    torn.extend_from_slice(&[7; 45]);
+    file.write_all_at(&torn, data_end as u64).unwrap();
+    let store = open_preallocated(tmp.path(), 1024);
+    let (log, seen, report) = recover(&store, 1);
+    assert_eq!(seen, expect);
+    assert_eq!((report.truncated_bytes, report.damage), (102, None));
+    // Appends go on over it, and everything before stays settled.
+    let (id, durable) = log.append(b"after the crash").unwrap();
+    durable.wait_blocking().unwrap();
+    assert_eq!(id, RecordId { segment: newest.segment, offset: data_end as u32 });
+    drop(log);
+    drop(store);
+    let store = open_preallocated(tmp.path(), 1024);
+    let (_, seen, report) = recover(&store, 1);
+    let mut expect = expect;
+    expect.push((id, b"after the crash".to_vec()));
+    assert_eq!(seen, expect);
+    assert_eq!(report.damage, None);
+}
+
+/// A crash between renaming a reused file to the new segment's name and its new header
+/// reaching the disk leaves a newest segment whose header names an older one: nothing in it
+/// was made durable, and it goes like a torn creation. Anywhere else such a header is damage.
+#[test]
+fn newest_segment_with_an_older_segments_header_is_a_torn_creation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids: Vec<RecordId> = {
+        let store = open(tmp.path(), 16 + 3 * 32);
+        let (log, _, _) = recover(&store, 1);
+        (0..6).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
+    };
+    assert_eq!(ids[5].segment, 1);
+    let path = seg_path(tmp.path(), 1, 1);
+    OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&0u32.to_le_bytes(), 12).unwrap();
+    let store = open(tmp.path(), 16 + 3 * 32);
+    let (log, seen, report) = recover(&store, 1);
+    assert_eq!(report.damage, None);
+    assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[..3]);
+    assert!(!path.exists());
+    assert_eq!(log.append(b"z").unwrap().0.segment, 2);
+    drop(log);
+    drop(store);
+
+    let path = seg_path(tmp.path(), 1, 0);
+    let old = seg_path(tmp.path(), 1, 2);
+    std::fs::copy(&old, &path).unwrap();
+    std::fs::remove_file(ack_path(tmp.path(), 1, 0)).unwrap();
+    OpenOptions::new().write(true).open(&old).unwrap().write_all_at(&1u32.to_le_bytes(), 12).unwrap();
+    std::fs::write(seg_path(tmp.path(), 1, 3), b"").unwrap();
+    let store = open(tmp.path(), 16 + 3 * 32);
+    let (_, _, report) = recover(&store, 1);
+    assert!(report.damage.unwrap().contains("older segment"));
+}
+
+/// Segments written before frames carried tags (format version 1) are read as they are, and
+/// appends go to a new segment.
+#[test]
+fn version_1_segments_are_read_and_not_appended_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(queue_dir(tmp.path(), 1)).unwrap();
+    let mut bytes = b"wharfSEG".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    for i in 0..3 {
+        let payload = record(i, 20);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+    }
+    std::fs::write(seg_path(tmp.path(), 1, 0), &bytes).unwrap();
+    // Records at 16, 44 and 72; the one at 44 was settled.
+    std::fs::write(ack_path(tmp.path(), 1, 0), 44u32.to_le_bytes()).unwrap();
+    let at = |offset| RecordId { segment: 0, offset };
+    let store = open(tmp.path(), 8 << 20);
+    let (log, seen, report) = recover(&store, 1);
+    assert_eq!(seen, vec![(at(16), record(0, 20)), (at(72), record(2, 20))]);
+    assert_eq!((report.truncated_bytes, report.damage), (0, None));
+    assert_eq!(log.read(at(72)).unwrap(), record(2, 20));
+    let (new, durable) = log.append(b"new").unwrap();
+    durable.wait_blocking().unwrap();
+    assert_eq!(new, RecordId { segment: 1, offset: 16 });
+    log.settle(at(16)).unwrap().wait_blocking().unwrap();
+    drop(log);
+    drop(store);
+    let store = open(tmp.path(), 8 << 20);
+    let (_, seen, _) = recover(&store, 1);
+    assert_eq!(seen, vec![(at(72), record(2, 20)), (new, b"new".to_vec())]);
+}
+
+#[test]
+fn torn_record_in_a_preallocated_segment_is_room_to_append() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let store = open_preallocated(tmp.path(), 1024);
         let (log, _, _) = recover(&store, 1);
         for i in 0..18 {
-            log.append(&record(i, 100)).unwrap();
+            log.append(&record(i, 90)).unwrap();
         }
         store.wait_for_spares();
         for i in 18..21 {
-            log.append(&record(i, 100)).unwrap();
+            log.append(&record(i, 90)).unwrap();
         }
         store.flush().unwrap();
     }
@@ -373,15 +529,16 @@ fn torn_record_in_a_preallocated_segment_is_cut() {
     let path = seg_path(tmp.path(), 1, 2);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 1024);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
-    file.write_all_at(&[0; 50], 16 + 2 * 108 + 8 + 50).unwrap();
+    file.write_all_at(&[0; 50], 16 + 2 * 102 + FRAME + 30).unwrap();
     let store = open_preallocated(tmp.path(), 1024);
     let (_, seen, report) = recover(&store, 1);
     assert_eq!(report.damage, None);
     assert_eq!(seen.len(), 20);
-    assert_eq!(report.truncated_bytes, 1024 - (16 + 2 * 108));
+    assert_eq!(report.truncated_bytes, 102);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 1024, "a preallocated segment keeps its room");
     // A bad record with records after it is still damage, preallocated or not.
     drop(store);
-    flip(&path, 16 + 8 + 3);
+    flip(&path, 16 + FRAME + 3);
     let store = open_preallocated(tmp.path(), 1024);
     let (_, _, report) = recover(&store, 1);
     assert!(report.damage.is_some());
@@ -391,14 +548,14 @@ fn torn_record_in_a_preallocated_segment_is_cut() {
 fn damage_in_an_older_segment_keeps_later_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let ids: Vec<RecordId> = {
-        let store = open(tmp.path(), 16 + 3 * 28);
+        let store = open(tmp.path(), 16 + 3 * 32);
         let (log, _, _) = recover(&store, 1);
         (0..9).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
     };
     assert_eq!(ids[8].segment, 2);
     // The middle record of segment 0 fails its CRC, with a good record after it: damage.
-    flip(&seg_path(tmp.path(), 1, 0), 44 + 8 + 3);
-    let store = open(tmp.path(), 16 + 3 * 28);
+    flip(&seg_path(tmp.path(), 1, 0), 48 + FRAME + 3);
+    let store = open(tmp.path(), 16 + 3 * 32);
     let (log, seen, report) = recover(&store, 1);
     let damage = report.damage.unwrap();
     assert!(damage.contains("segment 00000000"), "{damage}");
@@ -413,19 +570,19 @@ fn damage_in_an_older_segment_keeps_later_segments() {
 }
 
 #[test]
-fn torn_tail_of_an_older_segment_is_cut_not_damage() {
+fn torn_tail_of_an_older_segment_is_not_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let ids: Vec<RecordId> = {
-        let store = open(tmp.path(), 16 + 3 * 28);
+        let store = open(tmp.path(), 16 + 3 * 32);
         let (log, _, _) = recover(&store, 1);
         (0..9).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
     };
     // A power cut right after rotation can leave the old segment's unsynced last write torn.
     let path = seg_path(tmp.path(), 1, 0);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
-    file.set_len(16 + 2 * 28 + 10).unwrap();
+    file.set_len(16 + 2 * 32 + 10).unwrap();
     drop(file);
-    let store = open(tmp.path(), 16 + 3 * 28);
+    let store = open(tmp.path(), 16 + 3 * 32);
     let (_, seen, report) = recover(&store, 1);
     assert_eq!(report.damage, None);
     assert_eq!(report.truncated_bytes, 10);
@@ -439,13 +596,13 @@ fn torn_tail_of_an_older_segment_is_cut_not_damage() {
 fn bad_segment_header_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let ids: Vec<RecordId> = {
-        let store = open(tmp.path(), 16 + 3 * 28);
+        let store = open(tmp.path(), 16 + 3 * 32);
         let (log, _, _) = recover(&store, 1);
         (0..6).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
     };
     let path = seg_path(tmp.path(), 1, 0);
     OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage!", 0).unwrap();
-    let store = open(tmp.path(), 16 + 3 * 28);
+    let store = open(tmp.path(), 16 + 3 * 32);
     let (_, seen, report) = recover(&store, 1);
     assert!(report.damage.unwrap().contains("bad magic"));
     assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[3..]);
@@ -454,7 +611,7 @@ fn bad_segment_header_is_damage() {
     // A garbage header on the newest segment: damage too; appends move to a new segment.
     let path = seg_path(tmp.path(), 1, 1);
     OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"\xff\xff\xff\xff", 8).unwrap();
-    let store = open(tmp.path(), 16 + 3 * 28);
+    let store = open(tmp.path(), 16 + 3 * 32);
     let (log, seen, report) = recover(&store, 1);
     assert!(report.damage.unwrap().contains("version"));
     assert!(seen.is_empty());
@@ -537,7 +694,7 @@ fn stray_ack_entries_move_appends_to_a_new_segment() {
     // The ack names the third record, then the third record is lost (a power cut in
     // interval mode): a new record at that offset must not be born settled.
     std::fs::write(ack_path(tmp.path(), 1, 0), ids[2].offset.to_le_bytes()).unwrap();
-    OpenOptions::new().write(true).open(seg_path(tmp.path(), 1, 0)).unwrap().set_len(72).unwrap();
+    OpenOptions::new().write(true).open(seg_path(tmp.path(), 1, 0)).unwrap().set_len(80).unwrap();
     let store = open(tmp.path(), 8 << 20);
     let (log, seen, _) = recover(&store, 1);
     assert_eq!(seen.len(), 2);

@@ -170,6 +170,7 @@ impl Observe for ServerState {
                 records_appended_total: stats.records_appended,
                 records_settled_total: stats.records_settled,
                 segments_deleted_total: stats.segments_deleted,
+                segments_reused_total: stats.segments_reused,
             },
             uptime_seconds: self.started.elapsed().as_secs_f64(),
         }

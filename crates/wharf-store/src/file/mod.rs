@@ -82,6 +82,7 @@ pub(crate) struct StoreCounters {
     pub(crate) appended: AtomicU64,
     pub(crate) settled: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
+    pub(crate) segments_reused: AtomicU64,
 }
 
 pub struct FileStore {
@@ -347,6 +348,7 @@ impl Store for FileStore {
             records_appended: self.counters.appended.load(Ordering::Relaxed),
             records_settled: self.counters.settled.load(Ordering::Relaxed),
             segments_deleted: self.counters.segments_deleted.load(Ordering::Relaxed),
+            segments_reused: self.counters.segments_reused.load(Ordering::Relaxed),
         }
     }
 

@@ -17,8 +17,8 @@ use std::thread::ThreadId;
 
 use parking_lot::Mutex;
 
-use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN};
-use super::spare::{Spare, SparePreparer, SpareSlot};
+use super::format::{self, Framing, FRAME_HEADER_LEN, HEADER_LEN};
+use super::spare::{Spare, SparePreparer, SpareSlot, SPARE_SEG};
 use super::sync::{SyncFile, SyncShared};
 use super::{FileStoreOptions, StoreCounters};
 use crate::{Durable, QueueId, QueueLog, QueueLogStats, RecordId, RecoveryReport, Result, StoreError};
@@ -41,6 +41,9 @@ pub(crate) fn ack_path(dir: &Path, number: u32) -> PathBuf {
 
 pub(crate) struct Segment {
     pub(crate) number: u32,
+    /// How its frames are laid out: `Framing::current` for every segment this process
+    /// creates; recovery may find older ones.
+    pub(crate) framing: Framing,
     pub(crate) seg: Arc<SyncFile>,
     pub(crate) ack: Arc<SyncFile>,
     /// Frame offsets of the indexed records, ascending.
@@ -53,7 +56,8 @@ pub(crate) struct Segment {
     /// End of the last good frame: where the next append goes.
     pub(crate) data_end: u64,
     /// Size of the segment file on disk: beyond `data_end` in a damaged segment, or in a
-    /// preallocated one (zeros, room to append).
+    /// preallocated or reused one (room to append: zeros, or the bytes of the file's earlier
+    /// life, which no frame of this segment points into).
     pub(crate) file_len: u64,
     pub(crate) ack_len: u64,
     /// Size of the ack file on disk, when it was prefilled beyond `ack_len`.
@@ -67,6 +71,7 @@ impl Segment {
     pub(crate) fn new(number: u32, seg: Arc<SyncFile>, ack: Arc<SyncFile>) -> Self {
         Segment {
             number,
+            framing: Framing::current(number),
             seg,
             ack,
             offsets: Vec::new(),
@@ -128,6 +133,9 @@ pub(crate) struct QueueState {
     pub(crate) next_number: u32,
     pub(crate) recovered: bool,
     pub(crate) removed: bool,
+    /// This queue has filled a segment since the store opened, so it will likely fill the
+    /// active one too: worth a spare. (Most queues never fill one.)
+    filled_one: bool,
     /// Reused frame buffer, so an append is one allocation-free `pwrite`.
     scratch: Vec<u8>,
 }
@@ -174,6 +182,7 @@ impl FileQueueLog {
                 next_number: 0,
                 recovered: false,
                 removed: false,
+                filled_one: false,
                 scratch: Vec::new(),
             }),
             recovered: AtomicBool::new(false),
@@ -241,11 +250,7 @@ impl FileQueueLog {
             let _ = std::fs::remove_file(&ack_path);
             return Err(Self::io_err(&seg_path, e));
         }
-        if state.active.is_some() {
-            // A queue that has filled a segment will likely fill this one too: prepare the next.
-            // (Not for a queue's first segment: most queues never fill one.)
-            self.request_spare();
-        }
+        state.filled_one |= state.active.is_some();
         // The new names must reach the disk too: the directory is synced in the round that
         // covers the first record written to this segment.
         self.sync.mark_dirty(&self.dir_file);
@@ -301,7 +306,13 @@ impl FileQueueLog {
         }
     }
 
-    /// Have the next segment prepared in the background, if this store preallocates.
+    /// Have the next segment prepared in the background, if this store preallocates and no
+    /// spare is ready or on its way.
+    ///
+    /// Asked for when the active segment is a quarter full, not when it starts: by then a
+    /// queue whose consumers keep up has retired the segment before, and that file became the
+    /// spare for nothing (see [`FileQueueLog::delete_segment_files`]). Three quarters of a
+    /// segment's filling is left for writing zeros when it did not.
     fn request_spare(&self) {
         if let Some((preparer, slot)) = &self.spares {
             // Room for an ack entry per 64 bytes of segment; past that the file just grows.
@@ -317,15 +328,58 @@ impl FileQueueLog {
     /// is harmless and recovery removes it: the segment was fully settled, so the ack entries
     /// describe nothing, and they must not outlive their segment lest they ever be read against
     /// another file of the same number.
+    ///
+    /// When the queue has no spare yet, a full-size `.seg` is not unlinked but renamed to the
+    /// spare's name, to become the queue's next segment. Its blocks are allocated and written
+    /// already, so the preparer only makes a zeroed ack file, and the zeros a fresh spare needs
+    /// (a second write of every byte a busy queue appends, and flushes that group commits wait
+    /// behind) are not written at all. For the ordering above the rename is the unlink: the
+    /// name is gone, and recovery removes a leftover spare. The old records stay in the file
+    /// behind the new ones; frame tags keep them from being read as the new segment's.
     pub(crate) fn delete_segment_files(&self, segment: Segment) -> Result<()> {
         let seg_path = segment.seg.path.clone();
         let ack_path = segment.ack.path.clone();
+        let reuse = self.claim_spare_slot(&segment).and_then(|(preparer, slot)| {
+            let moved = segment.seg.file.try_clone().and_then(|file| {
+                std::fs::rename(&seg_path, self.dir.join(SPARE_SEG))?;
+                Ok(file)
+            });
+            match moved {
+                Ok(file) => Some((preparer, slot, file)),
+                Err(e) => {
+                    tracing::debug!(queue = self.id, error = %e, "a settled segment is deleted, not reused");
+                    preparer.release(slot);
+                    None
+                }
+            }
+        });
         drop(segment);
-        remove_file_if_exists(&seg_path)?;
-        self.sync.sync_now(&self.dir_file)?;
-        remove_file_if_exists(&ack_path)?;
+        if reuse.is_none() {
+            remove_file_if_exists(&seg_path)?;
+        }
+        let deleted = self.sync.sync_now(&self.dir_file).and_then(|()| remove_file_if_exists(&ack_path));
+        // Only now may the file become a segment again: were the rename still volatile, a
+        // crash could leave the old name on disk holding the new segment's header.
+        match (reuse, &deleted) {
+            (Some((preparer, slot, file)), Ok(())) => {
+                preparer.reuse(&self.dir, file, self.segment_size, self.segment_size / 16, slot);
+                self.counters.segments_reused.fetch_add(1, Ordering::Relaxed);
+            }
+            (Some((preparer, slot, _)), Err(_)) => preparer.release(slot),
+            (None, _) => {}
+        }
+        deleted?;
         self.counters.segments_deleted.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The preparer and this queue's spare slot, claimed, if `segment`'s file can become the
+    /// spare: the store preallocates, no spare is ready or on its way, and the file is a whole
+    /// tagged segment (smaller ones grew record by record; older formats carry no tags).
+    fn claim_spare_slot(&self, segment: &Segment) -> Option<(&Arc<SparePreparer>, &Arc<SpareSlot>)> {
+        let (preparer, slot) = self.spares.as_ref()?;
+        let whole = segment.file_len == self.segment_size && matches!(segment.framing, Framing::Tagged(_));
+        (whole && slot.claim()).then_some((preparer, slot))
     }
 
     /// Delete a segment retired by a successful append or settle. A failure is logged, not
@@ -469,13 +523,20 @@ impl FileQueueLog {
         };
         let retired = if needs_new_segment { self.rotate(state)? } else { None };
 
-        let QueueState { segments, active, scratch, .. } = state;
+        let QueueState { segments, active, scratch, filled_one, .. } = state;
         let number = active.expect("an active segment after rotation");
         let segment = segments.get_mut(&number).expect("the active segment is indexed");
         let start = segment.data_end;
+        let Framing::Tagged(tag) = segment.framing else {
+            // Recovery never makes an older segment active; this is a bug, not a disk problem.
+            return Err(Self::io_err(
+                &segment.seg.path,
+                io::Error::other("appending to an untagged segment"),
+            ));
+        };
         scratch.clear();
         for record in records {
-            format::encode_frame(scratch, record);
+            format::encode_frame(scratch, tag, record);
         }
         if let Err(e) = segment.seg.file.write_all_at(scratch, start) {
             // Cut off whatever part of the frames made it, so the next frame follows good data.
@@ -497,7 +558,11 @@ impl FileQueueLog {
             ids.push(RecordId { segment: number, offset });
         }
         segment.file_len = segment.file_len.max(segment.data_end);
+        let quarter = HEADER_LEN + self.segment_size / 4;
         let lsn = self.sync.wrote(&segment.seg);
+        if *filled_one && start < quarter && quarter <= segment.data_end {
+            self.request_spare();
+        }
         Ok((ids, lsn, retired))
     }
 }
@@ -530,7 +595,7 @@ impl QueueLog for FileQueueLog {
 
     fn read(&self, id: RecordId) -> Result<Vec<u8>> {
         self.ensure_recovered()?;
-        let (file, frame_len, readable_end) = {
+        let (file, frame_len, readable_end, framing) = {
             let state = self.state.lock();
             self.check_open(&state)?;
             let segment = state.segments.get(&id.segment).ok_or(StoreError::NoSuchRecord(id))?;
@@ -538,21 +603,23 @@ impl QueueLog for FileQueueLog {
             if segment.is_settled(i) {
                 return Err(StoreError::NoSuchRecord(id));
             }
-            (segment.seg.clone(), segment.frame_len(i), segment.data_end)
+            (segment.seg.clone(), segment.frame_len(i), segment.data_end, segment.framing)
         };
         // Read outside the lock: the file handle stays valid even if the segment is deleted
-        // meanwhile.
+        // meanwhile. (Or reused as another segment: then the checks below fail, as the record
+        // was settled, which is what retired its segment.)
         let mut frame = read_frame(&file, u64::from(id.offset), frame_len, readable_end)
             .map_err(|e| Self::io_err(&file.path, e))?;
-        let (len, crc) = format::decode_frame_header(&frame);
-        let payload = &frame[FRAME_HEADER_LEN as usize..];
-        if u64::from(len) != frame_len - FRAME_HEADER_LEN || crc32c::crc32c(payload) != crc {
+        if frame.len() >= framing.header_len() as usize && !framing.owns(&frame) {
+            return Err(StoreError::NoSuchRecord(id));
+        }
+        if format::checked_payload(&frame, framing).is_none() {
             return Err(StoreError::Damaged(
                 self.id,
                 format!("record {id:?} in {} fails its checks on read", file.path.display()),
             ));
         }
-        frame.drain(..FRAME_HEADER_LEN as usize);
+        frame.drain(..framing.header_len() as usize);
         Ok(frame)
     }
 

@@ -18,12 +18,23 @@
 //!   inside the file followed only by zeros is a torn tail like any other. An all-zero header
 //!   is a torn creation. Zero ack entries are no acks (offset 0 is never a record), and appends
 //!   to the ack file go after its last non-zero entry. Leftover spare files are removed.
+//! - Tagged segments (format version 2; the file may be a reused one, see `format`): the
+//!   records end at the first frame that is not a good frame of this segment (zeros, a frame
+//!   with another segment's tag, a torn write). It is damage only if a good frame of this
+//!   segment follows somewhere behind it; otherwise everything from there on is room to
+//!   append, and nothing is cut (a reused file keeps its length). A torn write found there is
+//!   counted in `truncated_bytes`. A newest segment whose header names an older segment is a
+//!   reused file whose new header never reached the disk, so nothing in it was made durable:
+//!   a torn creation, removed.
+//! - Untagged segments (version 1) are read by the rules above them, and never appended to:
+//!   the next append starts a new segment.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
-use super::format::{self, HeaderCheck, ScanEnd, ACK_ENTRY_LEN, HEADER_LEN};
+use super::format::{self, Framing, HeaderCheck, ScanEnd, ACK_ENTRY_LEN, FRAME_HEADER_LEN, HEADER_LEN};
 use super::queue::{
     ack_path, open_rw, remove_file_if_exists, segment_path, take_if_deletable, FileQueueLog, QueueState,
     Segment,
@@ -97,10 +108,13 @@ impl FileQueueLog {
                 .read_exact_at(&mut header[..header_len], 0)
                 .map_err(|e| StoreError::io(seg_path.display(), e))?;
             let header_check = format::check_header(&header[..header_len], number);
-            if header_check == HeaderCheck::Torn && is_newest {
-                // Created, then the process died before the header was written: no records.
+            if matches!(header_check, HeaderCheck::Torn | HeaderCheck::Stale) && is_newest {
+                // Created (or a reused file renamed), then the process died before the header
+                // was written: nothing in it was made durable.
                 tracing::info!(queue = self.id, segment = number, "removing torn new segment");
-                report.truncated_bytes += file_len;
+                if header_check == HeaderCheck::Torn {
+                    report.truncated_bytes += file_len;
+                }
                 drop(seg_file);
                 remove_file_if_exists(&seg_path)?;
                 remove_file_if_exists(&ack_path)?;
@@ -137,7 +151,7 @@ impl FileQueueLog {
             segment.ack_file_len = whole;
             segment.file_len = file_len;
 
-            if header_check != HeaderCheck::Good {
+            let HeaderCheck::Good(framing) = header_check else {
                 damage.push(format!(
                     "segment {number:08x}: bad header: {}",
                     header_reason(&header_check, file_len)
@@ -146,7 +160,8 @@ impl FileQueueLog {
                 segment.data_end = file_len;
                 state.segments.insert(number, segment);
                 continue;
-            }
+            };
+            segment.framing = framing;
 
             let seg_handle = segment.seg.clone();
             // The frames, matched against the sorted ack offsets as they come.
@@ -154,7 +169,7 @@ impl FileQueueLog {
             let mut matched = 0usize;
             let mut live = 0u64;
             let mut scan_visit = |offset: u32, payload: &[u8]| {
-                let frame_len = format::FRAME_HEADER_LEN + payload.len() as u64;
+                let frame_len = framing.header_len() + payload.len() as u64;
                 let i = segment.offsets.len();
                 segment.push_record(offset, frame_len);
                 while next_ack < acked.len() && acked[next_ack] < offset {
@@ -172,64 +187,57 @@ impl FileQueueLog {
                     visit(RecordId { segment: number, offset }, payload);
                 }
             };
-            let end = format::scan_frames(&seg_handle.file, file_len, MAX_RECORD_SIZE, &mut scan_visit)
-                .map_err(|e| StoreError::io(seg_path.display(), e))?;
+            let end =
+                format::scan_frames(&seg_handle.file, file_len, MAX_RECORD_SIZE, framing, &mut scan_visit)
+                    .map_err(|e| StoreError::io(seg_path.display(), e))?;
             report.live_records += live;
             let good_end = end.good_end(file_len);
             segment.data_end = good_end;
             let stray_acks = acked.len() - matched;
 
-            // A torn tail is normal in any segment, not only the newest: the last write to a
-            // segment before it was rotated may be unsynced when the power goes (it was never
-            // confirmed in `always` mode, and `interval`/`never` promise nothing across power
-            // loss), so cutting it loses nothing that was promised.
-            let zeros_from = |from: u64| {
-                format::is_zero_from(&segment.seg.file, from, file_len)
-                    .map_err(|e| StoreError::io(seg_path.display(), e))
-            };
-            // Only zeros after the records: a preallocated segment's room to append.
-            let zero_tail = match &end {
-                ScanEnd::Bad { at, .. } | ScanEnd::Incomplete { at } => zeros_from(*at)?,
-                _ => false,
-            };
-            let torn = match &end {
-                ScanEnd::Clean => false,
-                ScanEnd::Incomplete { .. } | ScanEnd::BadAtEof { .. } => !zero_tail,
-                ScanEnd::Bad { claimed_end, .. } => {
-                    !zero_tail
-                        && claimed_end.is_some_and(|e| e <= file_len)
-                        && zeros_from(claimed_end.unwrap_or(0))?
+            let tail = match framing {
+                Framing::Untagged => untagged_tail(&segment.seg.file, &end, file_len),
+                Framing::Tagged(tag) => tagged_tail(&segment.seg.file, &end, file_len, tag),
+            }
+            .map_err(|e| StoreError::io(seg_path.display(), e))?;
+            match tail {
+                Tail::Room => {}
+                Tail::Cut => {
+                    let cut = file_len - good_end;
+                    tracing::info!(
+                        queue = self.id,
+                        segment = number,
+                        bytes = cut,
+                        "cutting a torn write off the end of a segment"
+                    );
+                    segment.seg.file.set_len(good_end).map_err(|e| StoreError::io(seg_path.display(), e))?;
+                    self.sync.sync_now(&segment.seg)?;
+                    segment.file_len = good_end;
+                    report.truncated_bytes += cut;
                 }
-            };
-            if zero_tail {
-                // Nothing to cut: appends overwrite the zeros from `good_end` on.
-            } else if torn {
-                let cut = file_len - good_end;
-                tracing::info!(
-                    queue = self.id,
-                    segment = number,
-                    bytes = cut,
-                    "cutting a torn write off the end of a segment"
-                );
-                segment.seg.file.set_len(good_end).map_err(|e| StoreError::io(seg_path.display(), e))?;
-                self.sync.sync_now(&segment.seg)?;
-                segment.file_len = good_end;
-                report.truncated_bytes += cut;
-            } else if end != ScanEnd::Clean {
-                let what = match &end {
-                    ScanEnd::Incomplete { at } => {
-                        format!("record at offset {at} runs past the end of the file")
-                    }
-                    ScanEnd::BadAtEof { at } => format!("last record at offset {at} fails its CRC"),
-                    ScanEnd::Bad { at, reason, .. } => format!("{reason} at offset {at}"),
-                    ScanEnd::Clean => unreachable!(),
-                };
-                let place = if is_newest { "newest segment" } else { "segment" };
-                damage.push(format!("{place} {number:08x}: {what}"));
-                segment.damaged = true;
+                Tail::TornKept(bytes) => {
+                    tracing::info!(
+                        queue = self.id,
+                        segment = number,
+                        bytes,
+                        "a torn write at the end of a segment is left as room to append"
+                    );
+                    report.truncated_bytes += bytes;
+                }
+                Tail::Damage(what) => {
+                    let place = if is_newest { "newest segment" } else { "segment" };
+                    damage.push(format!("{place} {number:08x}: {what}"));
+                    segment.damaged = true;
+                }
             }
             if is_newest && !segment.damaged {
-                if stray_acks == 0 {
+                if framing == Framing::Untagged {
+                    tracing::info!(
+                        queue = self.id,
+                        segment = number,
+                        "an older format's segment is not appended to"
+                    );
+                } else if stray_acks == 0 {
                     state.active = Some(number);
                 } else {
                     // Ack entries that match no record (their record was cut off as torn) would
@@ -274,6 +282,91 @@ fn header_reason(check: &HeaderCheck, file_len: u64) -> String {
     match check {
         HeaderCheck::Bad(reason) => reason.clone(),
         HeaderCheck::Torn => format!("header cut short at {file_len} bytes"),
-        HeaderCheck::Good => String::new(),
+        HeaderCheck::Stale => "header names an older segment".into(),
+        HeaderCheck::Good(_) => String::new(),
+    }
+}
+
+/// What follows a segment's last good record.
+#[derive(Debug, PartialEq, Eq)]
+enum Tail {
+    /// Nothing, or room to append.
+    Room,
+    /// A torn write, to cut off (untagged segments).
+    Cut,
+    /// A torn write of this many bytes, left as room to append (tagged segments).
+    TornKept(u64),
+    Damage(String),
+}
+
+/// The rules for an untagged (version 1) segment: room is zeros; a torn write is a final frame
+/// that runs past the end or fails its CRC, or a bad frame followed only by zeros; anything
+/// else bad is damage.
+///
+/// A torn tail is normal in any segment, not only the newest: the last write to a segment
+/// before it was rotated may be unsynced when the power goes (it was never confirmed in
+/// `always` mode, and `interval`/`never` promise nothing across power loss), so cutting it
+/// loses nothing that was promised.
+fn untagged_tail(file: &File, end: &ScanEnd, file_len: u64) -> io::Result<Tail> {
+    let zeros_from = |from: u64| format::is_zero_from(file, from, file_len);
+    let zero_tail = match end {
+        ScanEnd::Bad { at, .. } | ScanEnd::Incomplete { at } => zeros_from(*at)?,
+        _ => false,
+    };
+    let torn = match end {
+        ScanEnd::Clean | ScanEnd::Foreign { .. } => false,
+        ScanEnd::Incomplete { .. } | ScanEnd::BadAtEof { .. } => !zero_tail,
+        ScanEnd::Bad { claimed_end, .. } => {
+            !zero_tail && claimed_end.is_some_and(|e| e <= file_len) && zeros_from(claimed_end.unwrap_or(0))?
+        }
+    };
+    Ok(if *end == ScanEnd::Clean || zero_tail {
+        Tail::Room
+    } else if torn {
+        Tail::Cut
+    } else {
+        Tail::Damage(describe(end))
+    })
+}
+
+/// The rules for a tagged segment: the records end at the first frame that is not one of
+/// this segment's, and that is damage only if one of its frames follows.
+fn tagged_tail(file: &File, end: &ScanEnd, file_len: u64, tag: u32) -> io::Result<Tail> {
+    let at = match end {
+        ScanEnd::Clean => return Ok(Tail::Room),
+        other => other.good_end(file_len),
+    };
+    if let Some(next) = format::find_own_frame(file, at + 1, file_len, MAX_RECORD_SIZE, tag)? {
+        return Ok(Tail::Damage(format!(
+            "{}, and a record of this segment follows at offset {next}",
+            describe(end)
+        )));
+    }
+    if matches!(end, ScanEnd::Foreign { .. }) {
+        return Ok(Tail::Room);
+    }
+    if at + FRAME_HEADER_LEN > file_len {
+        // Part of a header at the very end: a write cut short, unless it is zeros.
+        let torn = !format::is_zero_from(file, at, file_len)?;
+        return Ok(if torn { Tail::TornKept(file_len - at) } else { Tail::Room });
+    }
+    // A torn write of this segment starts with a whole header carrying its tag.
+    let mut header = [0u8; FRAME_HEADER_LEN as usize];
+    file.read_exact_at(&mut header, at)?;
+    let (len, _) = format::decode_frame_header(&header);
+    Ok(if len != 0 && Framing::Tagged(tag).owns(&header) {
+        Tail::TornKept((at + FRAME_HEADER_LEN + u64::from(len)).min(file_len) - at)
+    } else {
+        Tail::Room
+    })
+}
+
+fn describe(end: &ScanEnd) -> String {
+    match end {
+        ScanEnd::Clean => "no damage".into(),
+        ScanEnd::Incomplete { at } => format!("record at offset {at} runs past the end of the file"),
+        ScanEnd::BadAtEof { at } => format!("last record at offset {at} fails its CRC"),
+        ScanEnd::Bad { at, reason, .. } => format!("{reason} at offset {at}"),
+        ScanEnd::Foreign { at } => format!("record at offset {at} belongs to another segment"),
     }
 }

@@ -14,6 +14,11 @@
 //!
 //! A spare lives in its queue's directory as `spare.seg` / `spare.ack` until a rotation renames
 //! it to the new segment's name. Recovery deletes leftover spares.
+//!
+//! Most spares are not written at all: a fully settled segment of full size becomes its
+//! queue's spare instead of being deleted (`FileQueueLog::delete_segment_files`), and only its
+//! small ack file is made here. Zeros are written for a queue that fills segments faster than
+//! its consumers retire them, and for its first spare.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -75,10 +80,23 @@ impl SpareSlot {
     pub(crate) fn close(&self) {
         *self.state.lock() = SlotState::Closed;
     }
+
+    /// Reserve the slot, if it is empty, for a spare about to be made; the caller then sends
+    /// the preparer a job, or gives the slot back with [`SparePreparer::release`].
+    pub(crate) fn claim(&self) -> bool {
+        let mut state = self.state.lock();
+        if !matches!(*state, SlotState::Empty) {
+            return false;
+        }
+        *state = SlotState::Preparing;
+        true
+    }
 }
 
 struct Job {
     dir: PathBuf,
+    /// A retired segment's file, already renamed to `spare.seg`: only the ack file is made.
+    reuse: Option<File>,
     seg_len: u64,
     ack_len: u64,
     slot: Arc<SpareSlot>,
@@ -101,7 +119,7 @@ impl SparePreparer {
             super::sync::run_in_background();
             // Ends when the store drops the sending side.
             while let Ok(job) = rx.recv() {
-                prepare(&job);
+                prepare(job);
                 let (count, done) = &*thread_busy;
                 *count.lock() -= 1;
                 done.notify_all();
@@ -112,22 +130,34 @@ impl SparePreparer {
 
     /// Prepare a spare for the queue in `dir` unless one is ready or on its way.
     pub(crate) fn request(&self, dir: &Path, seg_len: u64, ack_len: u64, slot: &Arc<SpareSlot>) {
-        {
-            let mut state = slot.state.lock();
-            if !matches!(*state, SlotState::Empty) {
-                return;
-            }
-            *state = SlotState::Preparing;
+        if !slot.claim() {
+            return;
         }
-        let job = Job { dir: dir.to_path_buf(), seg_len, ack_len, slot: slot.clone() };
+        self.send(Job { dir: dir.to_path_buf(), reuse: None, seg_len, ack_len, slot: slot.clone() });
+    }
+
+    /// Make the spare of a slot claimed with [`SpareSlot::claim`] from `seg`, a retired
+    /// segment's file already renamed to `spare.seg`.
+    pub(crate) fn reuse(&self, dir: &Path, seg: File, seg_len: u64, ack_len: u64, slot: &Arc<SpareSlot>) {
+        self.send(Job { dir: dir.to_path_buf(), reuse: Some(seg), seg_len, ack_len, slot: slot.clone() });
+    }
+
+    /// Give back a slot claimed with [`SpareSlot::claim`] that gets no spare after all.
+    pub(crate) fn release(&self, slot: &SpareSlot) {
+        let mut state = slot.state.lock();
+        if matches!(*state, SlotState::Preparing) {
+            *state = SlotState::Empty;
+        }
+    }
+
+    fn send(&self, job: Job) {
+        let slot = job.slot.clone();
         *self.busy.0.lock() += 1;
         let sent = self.jobs.lock().as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
         if !sent {
+            // The store is closing: a reused file left as `spare.seg` goes at the next recovery.
             *self.busy.0.lock() -= 1;
-            let mut state = slot.state.lock();
-            if matches!(*state, SlotState::Preparing) {
-                *state = SlotState::Empty;
-            }
+            self.release(&slot);
         }
     }
 
@@ -149,11 +179,14 @@ impl SparePreparer {
     }
 }
 
-fn prepare(job: &Job) {
+fn prepare(job: Job) {
     let seg_path = job.dir.join(SPARE_SEG);
     let ack_path = job.dir.join(SPARE_ACK);
-    let made =
-        zero_file(&seg_path, job.seg_len).and_then(|seg| Ok((seg, zero_file(&ack_path, job.ack_len)?)));
+    let seg = match job.reuse {
+        Some(file) => Ok(file),
+        None => zero_file(&seg_path, job.seg_len),
+    };
+    let made = seg.and_then(|seg| Ok((seg, zero_file(&ack_path, job.ack_len)?)));
     let mut state = job.slot.state.lock();
     match made {
         Ok((seg, ack)) if matches!(*state, SlotState::Preparing) => {
