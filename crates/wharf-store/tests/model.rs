@@ -21,6 +21,12 @@ enum Op {
     /// Settle several with one `settle_batch`; picks may repeat, and `bogus` adds an id that
     /// names no record: those get `NoSuchRecord`, the others are settled.
     SettleBatch { queue: u64, picks: Vec<usize>, bogus: bool },
+    /// Settle a queue's oldest live records, as a consumer that keeps up does: whole segments
+    /// retire, and their files are reused as new segments.
+    SettleOldest { queue: u64, count: usize },
+    /// Let the background thread finish the spares asked for (otherwise the sequence outruns it
+    /// and rotations mostly find none).
+    WaitForSpares,
     /// Move a queue's stragglers forward, as the engine does.
     MoveStragglers { queue: u64 },
     /// Close the store and open it again.
@@ -35,6 +41,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..2u64, any::<usize>()).prop_map(|(queue, pick)| Op::Settle { queue, pick }),
         2 => (0..2u64, proptest::collection::vec(any::<usize>(), 1..12), any::<bool>())
             .prop_map(|(queue, picks, bogus)| Op::SettleBatch { queue, picks, bogus }),
+        2 => (0..2u64, 1..24usize).prop_map(|(queue, count)| Op::SettleOldest { queue, count }),
+        2 => Just(Op::WaitForSpares),
         1 => (0..2u64).prop_map(|queue| Op::MoveStragglers { queue }),
         1 => Just(Op::Reopen),
     ]
@@ -142,6 +150,16 @@ proptest! {
                     log.settle(id).unwrap().wait_blocking().unwrap();
                     live.remove(&id);
                 }
+                Op::SettleOldest { queue, count } => {
+                    let live = &mut model[queue as usize];
+                    let oldest: Vec<RecordId> = live.keys().take(count).copied().collect();
+                    let log = store.open_queue(queue).unwrap();
+                    for id in oldest {
+                        log.settle(id).unwrap().wait_blocking().unwrap();
+                        live.remove(&id);
+                    }
+                }
+                Op::WaitForSpares => store.wait_for_spares(),
                 Op::MoveStragglers { queue } => {
                     let log = store.open_queue(queue).unwrap();
                     for id in log.stragglers() {
