@@ -198,7 +198,9 @@ fn cut_newest_segment_at_every_byte_of_its_last_record() {
         let store = open(&dir, 8 << 20);
         let (log, seen, report) = recover(&store, 1);
         assert_eq!(report.damage, None, "cut at {cut}");
-        assert_eq!(report.truncated_bytes, (cut - last_start) as u64, "cut at {cut}");
+        // Counted once a whole frame header with the segment's tag is there.
+        let torn = if cut - last_start >= FRAME as usize { cut - last_start } else { 0 };
+        assert_eq!(report.truncated_bytes, torn as u64, "cut at {cut}");
         let got: Vec<Vec<u8>> = seen.into_iter().map(|(_, b)| b).collect();
         assert_eq!(got, bodies[..4], "cut at {cut}");
         // The torn bytes stay, as room: the new record lands where the torn one was.
@@ -585,7 +587,9 @@ fn torn_tail_of_an_older_segment_is_not_damage() {
     let store = open(tmp.path(), 16 + 3 * 32);
     let (_, seen, report) = recover(&store, 1);
     assert_eq!(report.damage, None);
-    assert_eq!(report.truncated_bytes, 10);
+    // Less than a frame header is left: not counted (in a reused file it could as well be
+    // the end of the file's earlier life), and not damage.
+    assert_eq!(report.truncated_bytes, 0);
     let visited: Vec<RecordId> = seen.iter().map(|(id, _)| *id).collect();
     let mut expected = ids[..2].to_vec();
     expected.extend_from_slice(&ids[3..]);

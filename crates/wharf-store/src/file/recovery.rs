@@ -22,8 +22,8 @@
 //!   records end at the first frame that is not a good frame of this segment (zeros, a frame
 //!   with another segment's tag, a torn write). It is damage only if a good frame of this
 //!   segment follows somewhere behind it; otherwise everything from there on is room to
-//!   append, and nothing is cut (a reused file keeps its length). A torn write found there is
-//!   counted in `truncated_bytes`. A newest segment whose header names an older segment is a
+//!   append, and nothing is cut (a reused file keeps its length). A torn write found there (a
+//!   whole frame header with this segment's tag) is counted in `truncated_bytes`. A newest segment whose header names an older segment is a
 //!   reused file whose new header never reached the disk, so nothing in it was made durable:
 //!   a torn creation, removed.
 //! - Untagged segments (version 1) are read by the rules above them, and never appended to:
@@ -342,15 +342,12 @@ fn tagged_tail(file: &File, end: &ScanEnd, file_len: u64, tag: u32) -> io::Resul
             describe(end)
         )));
     }
-    if matches!(end, ScanEnd::Foreign { .. }) {
+    // A torn write is counted only when a whole header with this segment's tag says so. Less
+    // than a header at the end of the file may be a write cut short, or the last bytes of a
+    // reused file's earlier life: nothing tells them apart, and it is room either way.
+    if matches!(end, ScanEnd::Foreign { .. }) || at + FRAME_HEADER_LEN > file_len {
         return Ok(Tail::Room);
     }
-    if at + FRAME_HEADER_LEN > file_len {
-        // Part of a header at the very end: a write cut short, unless it is zeros.
-        let torn = !format::is_zero_from(file, at, file_len)?;
-        return Ok(if torn { Tail::TornKept(file_len - at) } else { Tail::Room });
-    }
-    // A torn write of this segment starts with a whole header carrying its tag.
     let mut header = [0u8; FRAME_HEADER_LEN as usize];
     file.read_exact_at(&mut header, at)?;
     let (len, _) = format::decode_frame_header(&header);
