@@ -228,6 +228,16 @@ fn flip(path: &Path, at: u64) {
     file.write_all_at(&b, at).unwrap();
 }
 
+/// A segment size that holds three 20-byte records (32-byte frames at 16, 48 and 80).
+const THREE_RECORDS: u64 = 16 + 3 * 32;
+
+/// `n` 20-byte records in segments of [`THREE_RECORDS`].
+fn twenty_byte_records(dir: &Path, n: usize) -> Vec<RecordId> {
+    let store = open(dir, THREE_RECORDS);
+    let (log, _, _) = recover(&store, 1);
+    (0..n).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
+}
+
 /// Three 20-byte records in segment 0 (frames of 32 bytes at 16, 48, 80).
 fn three_records(dir: &Path) -> Vec<RecordId> {
     let store = open(dir, 8 << 20);
@@ -449,15 +459,11 @@ fn settled_segments_are_reused_and_their_old_records_stay_settled() {
 #[test]
 fn newest_segment_with_an_older_segments_header_is_a_torn_creation() {
     let tmp = tempfile::tempdir().unwrap();
-    let ids: Vec<RecordId> = {
-        let store = open(tmp.path(), 16 + 3 * 32);
-        let (log, _, _) = recover(&store, 1);
-        (0..6).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
-    };
+    let ids = twenty_byte_records(tmp.path(), 6);
     assert_eq!(ids[5].segment, 1);
     let path = seg_path(tmp.path(), 1, 1);
     OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&0u32.to_le_bytes(), 12).unwrap();
-    let store = open(tmp.path(), 16 + 3 * 32);
+    let store = open(tmp.path(), THREE_RECORDS);
     let (log, seen, report) = recover(&store, 1);
     assert_eq!(report.damage, None);
     assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[..3]);
@@ -472,7 +478,7 @@ fn newest_segment_with_an_older_segments_header_is_a_torn_creation() {
     std::fs::remove_file(ack_path(tmp.path(), 1, 0)).unwrap();
     OpenOptions::new().write(true).open(&old).unwrap().write_all_at(&1u32.to_le_bytes(), 12).unwrap();
     std::fs::write(seg_path(tmp.path(), 1, 3), b"").unwrap();
-    let store = open(tmp.path(), 16 + 3 * 32);
+    let store = open(tmp.path(), THREE_RECORDS);
     let (_, _, report) = recover(&store, 1);
     assert!(report.damage.unwrap().contains("older segment"));
 }
@@ -549,15 +555,11 @@ fn torn_record_in_a_preallocated_segment_is_room_to_append() {
 #[test]
 fn damage_in_an_older_segment_keeps_later_segments() {
     let tmp = tempfile::tempdir().unwrap();
-    let ids: Vec<RecordId> = {
-        let store = open(tmp.path(), 16 + 3 * 32);
-        let (log, _, _) = recover(&store, 1);
-        (0..9).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
-    };
+    let ids = twenty_byte_records(tmp.path(), 9);
     assert_eq!(ids[8].segment, 2);
     // The middle record of segment 0 fails its CRC, with a good record after it: damage.
     flip(&seg_path(tmp.path(), 1, 0), 48 + FRAME + 3);
-    let store = open(tmp.path(), 16 + 3 * 32);
+    let store = open(tmp.path(), THREE_RECORDS);
     let (log, seen, report) = recover(&store, 1);
     let damage = report.damage.unwrap();
     assert!(damage.contains("segment 00000000"), "{damage}");
@@ -574,17 +576,13 @@ fn damage_in_an_older_segment_keeps_later_segments() {
 #[test]
 fn torn_tail_of_an_older_segment_is_not_damage() {
     let tmp = tempfile::tempdir().unwrap();
-    let ids: Vec<RecordId> = {
-        let store = open(tmp.path(), 16 + 3 * 32);
-        let (log, _, _) = recover(&store, 1);
-        (0..9).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
-    };
+    let ids = twenty_byte_records(tmp.path(), 9);
     // A power cut right after rotation can leave the old segment's unsynced last write torn.
     let path = seg_path(tmp.path(), 1, 0);
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(16 + 2 * 32 + 10).unwrap();
     drop(file);
-    let store = open(tmp.path(), 16 + 3 * 32);
+    let store = open(tmp.path(), THREE_RECORDS);
     let (_, seen, report) = recover(&store, 1);
     assert_eq!(report.damage, None);
     // Less than a frame header is left: not counted (in a reused file it could as well be
@@ -599,14 +597,10 @@ fn torn_tail_of_an_older_segment_is_not_damage() {
 #[test]
 fn bad_segment_header_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
-    let ids: Vec<RecordId> = {
-        let store = open(tmp.path(), 16 + 3 * 32);
-        let (log, _, _) = recover(&store, 1);
-        (0..6).map(|i| log.append(&record(i, 20)).unwrap().0).collect()
-    };
+    let ids = twenty_byte_records(tmp.path(), 6);
     let path = seg_path(tmp.path(), 1, 0);
     OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"garbage!", 0).unwrap();
-    let store = open(tmp.path(), 16 + 3 * 32);
+    let store = open(tmp.path(), THREE_RECORDS);
     let (_, seen, report) = recover(&store, 1);
     assert!(report.damage.unwrap().contains("bad magic"));
     assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[3..]);
@@ -615,7 +609,7 @@ fn bad_segment_header_is_damage() {
     // A garbage header on the newest segment: damage too; appends move to a new segment.
     let path = seg_path(tmp.path(), 1, 1);
     OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"\xff\xff\xff\xff", 8).unwrap();
-    let store = open(tmp.path(), 16 + 3 * 32);
+    let store = open(tmp.path(), THREE_RECORDS);
     let (log, seen, report) = recover(&store, 1);
     assert!(report.damage.unwrap().contains("version"));
     assert!(seen.is_empty());
