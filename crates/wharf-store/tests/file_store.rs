@@ -454,33 +454,45 @@ fn settled_segments_are_reused_and_their_old_records_stay_settled() {
 }
 
 /// A crash between renaming a reused file to the new segment's name and its new header
-/// reaching the disk leaves a newest segment whose header names an older one: nothing in it
-/// was made durable, and it goes like a torn creation. Anywhere else such a header is damage.
+/// reaching the disk leaves a newest segment whose header names an older one and whose frames
+/// are all the older one's: nothing in it was made durable, and it goes like a torn creation.
+/// With a frame of its own in it the header itself is damaged, and so is such a header anywhere
+/// else: damage, files kept.
 #[test]
-fn newest_segment_with_an_older_segments_header_is_a_torn_creation() {
+fn newest_segment_with_an_older_segments_header() {
     let tmp = tempfile::tempdir().unwrap();
     let ids = twenty_byte_records(tmp.path(), 6);
     assert_eq!(ids[5].segment, 1);
-    let path = seg_path(tmp.path(), 1, 1);
-    OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&0u32.to_le_bytes(), 12).unwrap();
+    let seg0 = seg_path(tmp.path(), 1, 0);
+    let seg1 = seg_path(tmp.path(), 1, 1);
+    let set_number = |path: &Path, n: u32| {
+        OpenOptions::new().write(true).open(path).unwrap().write_all_at(&n.to_le_bytes(), 12).unwrap();
+    };
+
+    // Segment 1 names segment 0 but holds three records of its own: damage.
+    set_number(&seg1, 0);
     let store = open(tmp.path(), THREE_RECORDS);
     let (log, seen, report) = recover(&store, 1);
-    assert_eq!(report.damage, None);
+    let damage = report.damage.unwrap();
+    assert!(damage.contains("older segment") && damage.contains("offset 16"), "{damage}");
     assert_eq!(seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[..3]);
-    assert!(!path.exists());
+    assert!(seg1.exists());
     assert_eq!(log.append(b"z").unwrap().0.segment, 2);
     drop(log);
     drop(store);
 
-    let path = seg_path(tmp.path(), 1, 0);
-    let old = seg_path(tmp.path(), 1, 2);
-    std::fs::copy(&old, &path).unwrap();
-    std::fs::remove_file(ack_path(tmp.path(), 1, 0)).unwrap();
-    OpenOptions::new().write(true).open(&old).unwrap().write_all_at(&1u32.to_le_bytes(), 12).unwrap();
-    std::fs::write(seg_path(tmp.path(), 1, 3), b"").unwrap();
+    // Segment 3: a copy of segment 0 (its records, its header), as a reuse interrupted before
+    // the new header landed. Segment 0 is settled and gone from under it.
+    let seg3 = seg_path(tmp.path(), 1, 3);
+    std::fs::copy(&seg0, &seg3).unwrap();
+    std::fs::write(ack_path(tmp.path(), 1, 3), b"").unwrap();
     let store = open(tmp.path(), THREE_RECORDS);
-    let (_, _, report) = recover(&store, 1);
-    assert!(report.damage.unwrap().contains("older segment"));
+    let (log, seen, report) = recover(&store, 1);
+    assert!(!seg3.exists(), "a torn creation is removed");
+    assert_eq!(report.truncated_bytes, 0);
+    assert!(report.damage.unwrap().contains("segment 00000001"), "only segment 1's damage");
+    assert_eq!(seen.len(), 4);
+    assert_eq!(log.append(b"after").unwrap().0.segment, 4);
 }
 
 /// Segments written before frames carried tags (format version 1) are read as they are, and

@@ -34,7 +34,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
-use super::format::{self, Framing, HeaderCheck, ScanEnd, ACK_ENTRY_LEN, FRAME_HEADER_LEN, HEADER_LEN};
+use super::format::{
+    self, frame_tag, Framing, HeaderCheck, ScanEnd, ACK_ENTRY_LEN, FRAME_HEADER_LEN, HEADER_LEN,
+};
 use super::queue::{
     ack_path, open_rw, remove_file_if_exists, segment_path, take_if_deletable, FileQueueLog, QueueState,
     Segment,
@@ -107,7 +109,25 @@ impl FileQueueLog {
             seg_file
                 .read_exact_at(&mut header[..header_len], 0)
                 .map_err(|e| StoreError::io(seg_path.display(), e))?;
-            let header_check = format::check_header(&header[..header_len], number);
+            let mut header_check = format::check_header(&header[..header_len], number);
+            if header_check == HeaderCheck::Stale && is_newest {
+                // A reused file renamed into place, and the process died before its new header
+                // reached the disk. Unless a record of this segment is in it: then the header
+                // itself is damaged, and the records must not go with it.
+                let own = format::find_own_frame(
+                    &seg_file,
+                    HEADER_LEN,
+                    file_len,
+                    MAX_RECORD_SIZE,
+                    frame_tag(number),
+                )
+                .map_err(|e| StoreError::io(seg_path.display(), e))?;
+                if let Some(at) = own {
+                    header_check = HeaderCheck::Bad(format!(
+                        "header names an older segment, and a record of this segment is at offset {at}"
+                    ));
+                }
+            }
             if matches!(header_check, HeaderCheck::Torn | HeaderCheck::Stale) && is_newest {
                 // Created (or a reused file renamed), then the process died before the header
                 // was written: nothing in it was made durable.
