@@ -47,13 +47,13 @@ fn crash_child() {
                     durable.wait_blocking().unwrap();
                     writeln!(out.lock(), "A {} {} {round} {t} {i}", id.segment, id.offset).unwrap();
                     mine.push_back(id);
-                    if t == 0 && i % 64 == 0 {
+                    if t == 0 && i % 16 == 0 {
                         writeln!(out.lock(), "R {}", store.stats().segments_reused).unwrap();
                     }
-                    if i % 2 == 1 || mine.len() > 24 {
-                        // Mostly from the middle; the oldest once 24 are live, so that old
+                    if i % 2 == 1 || mine.len() > 2 {
+                        // From the middle, or the oldest once 2 are live, so that old
                         // segments become fully settled.
-                        let at = if mine.len() > 24 { 0 } else { mine.len() / 2 };
+                        let at = if mine.len() > 2 { 0 } else { mine.len() / 2 };
                         let victim = mine.remove(at).expect("at least one live record");
                         // Intent first: once `settle` starts, the record may be gone.
                         writeln!(out.lock(), "T {} {}", victim.segment, victim.offset).unwrap();
@@ -90,9 +90,13 @@ fn kill_9_loses_nothing_confirmed() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (first_lines, started) = std::sync::mpsc::channel();
+        let (first_reuse, reusing) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("R ") && line != "R 0" {
+                    let _ = first_reuse.send(());
+                }
                 lines.push(line);
                 if lines.len() == 40 {
                     let _ = first_lines.send(());
@@ -101,8 +105,11 @@ fn kill_9_loses_nothing_confirmed() {
             lines
         });
         // Kill once the child is well under way (its start-up is slow on a loaded machine),
-        // at a different point in each round.
+        // at a different point in each round; in the first, once it is reusing segments.
         let _ = started.recv_timeout(Duration::from_secs(30));
+        if round == 0 {
+            let _ = reusing.recv_timeout(Duration::from_secs(60));
+        }
         std::thread::sleep(Duration::from_millis(200 + 150 * round));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
