@@ -94,9 +94,13 @@ async fn serve(settings: Settings, started: Instant) -> anyhow::Result<()> {
     let recovery_started = Instant::now();
     let broker = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || crate::observe::open_broker(store))
-            .await
-            .context("recovery task failed")??
+        tokio::task::spawn_blocking(move || {
+            let broker = crate::observe::open_broker(store);
+            return_freed_memory();
+            broker
+        })
+        .await
+        .context("recovery task failed")??
     };
     let recovery = recovery_started.elapsed();
     crate::observe::declare_from_config(&broker, &settings)?;
@@ -200,6 +204,17 @@ struct Listeners {
     admin: SocketAddr,
     http: SocketAddr,
     amqp: SocketAddr,
+}
+
+/// Hand the memory recovery allocated and freed (segment read buffers, decoded records) back
+/// to the OS. The server's allocator, mimalloc, keeps freed pages for reuse and returns them
+/// only as later allocations pass by; a server that goes idle after start-up never would, and
+/// kept about 270 MB resident for nothing after recovering a million messages (88 MB with
+/// this). Recovery runs on this thread, whose heap holds those pages.
+fn return_freed_memory() {
+    // SAFETY: `mi_collect` only walks the allocator's own structures. When mimalloc is not the
+    // global allocator (tests linking this crate) it finds nothing of ours to free.
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 fn print_startup_block(
