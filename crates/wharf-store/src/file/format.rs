@@ -296,7 +296,7 @@ pub(crate) fn find_own_frame(
     tag: u32,
 ) -> io::Result<Option<u64>> {
     let header_len = FRAME_HEADER_LEN as usize;
-    let tag = tag.to_le_bytes();
+    let tag_bytes = tag.to_le_bytes();
     let mut chunk = vec![0u8; SCAN_CHUNK];
     let mut start = from;
     while start + FRAME_HEADER_LEN <= file_len {
@@ -306,7 +306,7 @@ pub(crate) fn find_own_frame(
         // position not tried, so headers across the boundary are tried there.
         let tried = n + 1 - header_len;
         for i in 0..tried {
-            if chunk[i + 8..i + 12] != tag {
+            if chunk[i + 8..i + 12] != tag_bytes {
                 continue;
             }
             let (len, _) = decode_frame_header(&chunk[i..i + header_len]);
@@ -316,7 +316,7 @@ pub(crate) fn find_own_frame(
             }
             let mut frame = vec![0u8; header_len + len as usize];
             file.read_exact_at(&mut frame, at)?;
-            if checked_payload(&frame, Framing::Tagged(u32::from_le_bytes(tag))).is_some() {
+            if checked_payload(&frame, Framing::Tagged(tag)).is_some() {
                 return Ok(Some(at));
             }
         }

@@ -315,9 +315,13 @@ impl FileQueueLog {
     /// segment's filling is left for writing zeros when it did not.
     fn request_spare(&self) {
         if let Some((preparer, slot)) = &self.spares {
-            // Room for an ack entry per 64 bytes of segment; past that the file just grows.
-            preparer.request(&self.dir, self.segment_size, self.segment_size / 16, slot);
+            preparer.request(&self.dir, self.segment_size, self.spare_ack_len(), slot);
         }
+    }
+
+    /// A spare's ack file: room for an entry per 64 bytes of segment; past that it just grows.
+    fn spare_ack_len(&self) -> u64 {
+        self.segment_size / 16
     }
 
     /// Delete a fully settled segment's files: `.seg` first, then `.ack`.
@@ -348,7 +352,7 @@ impl FileQueueLog {
                 Ok(file) => Some((preparer, slot, file)),
                 Err(e) => {
                     tracing::debug!(queue = self.id, error = %e, "a settled segment is deleted, not reused");
-                    preparer.release(slot);
+                    slot.release();
                     None
                 }
             }
@@ -362,10 +366,10 @@ impl FileQueueLog {
         // crash could leave the old name on disk holding the new segment's header.
         match (reuse, &deleted) {
             (Some((preparer, slot, file)), Ok(())) => {
-                preparer.reuse(&self.dir, file, self.segment_size, self.segment_size / 16, slot);
+                preparer.reuse(&self.dir, file, self.segment_size, self.spare_ack_len(), slot);
                 self.counters.segments_reused.fetch_add(1, Ordering::Relaxed);
             }
-            (Some((preparer, slot, _)), Err(_)) => preparer.release(slot),
+            (Some((_, slot, _)), Err(_)) => slot.release(),
             (None, _) => {}
         }
         deleted?;

@@ -82,7 +82,7 @@ impl SpareSlot {
     }
 
     /// Reserve the slot, if it is empty, for a spare about to be made; the caller then sends
-    /// the preparer a job, or gives the slot back with [`SparePreparer::release`].
+    /// the preparer a job, or gives the slot back with [`SpareSlot::release`].
     pub(crate) fn claim(&self) -> bool {
         let mut state = self.state.lock();
         if !matches!(*state, SlotState::Empty) {
@@ -90,6 +90,14 @@ impl SpareSlot {
         }
         *state = SlotState::Preparing;
         true
+    }
+
+    /// Give back a slot claimed with [`SpareSlot::claim`] that gets no spare after all.
+    pub(crate) fn release(&self) {
+        let mut state = self.state.lock();
+        if matches!(*state, SlotState::Preparing) {
+            *state = SlotState::Empty;
+        }
     }
 }
 
@@ -142,14 +150,6 @@ impl SparePreparer {
         self.send(Job { dir: dir.to_path_buf(), reuse: Some(seg), seg_len, ack_len, slot: slot.clone() });
     }
 
-    /// Give back a slot claimed with [`SpareSlot::claim`] that gets no spare after all.
-    pub(crate) fn release(&self, slot: &SpareSlot) {
-        let mut state = slot.state.lock();
-        if matches!(*state, SlotState::Preparing) {
-            *state = SlotState::Empty;
-        }
-    }
-
     fn send(&self, job: Job) {
         let slot = job.slot.clone();
         *self.busy.0.lock() += 1;
@@ -157,7 +157,7 @@ impl SparePreparer {
         if !sent {
             // The store is closing: a reused file left as `spare.seg` goes at the next recovery.
             *self.busy.0.lock() -= 1;
-            self.release(&slot);
+            slot.release();
         }
     }
 
